@@ -1,0 +1,257 @@
+//! The component contract: what flows between receivers, processors and exporters, how a
+//! request learns that its data is durable, and how components are built.
+//!
+//! Data moves as [`Batch`]es over bounded channels. A receiver hands a batch to every pipeline
+//! it feeds with [`PipelineSender::try_send`], which refuses (and the receiver answers 429)
+//! when any of them is full. Each batch carries [`Ack`] handles; the request that produced
+//! the data is answered when every clone of its handle has been dropped after a durable write,
+//! or as soon as one clone reports a failure.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::Profile;
+use crate::store::StoreRegistry;
+use crate::telemetry::Telemetry;
+
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Profiles of one tenant on their way through a pipeline.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub tenant: Arc<str>,
+    pub profiles: Vec<Profile>,
+    pub acks: Vec<Ack>,
+}
+
+impl Batch {
+    pub fn new(tenant: impl Into<Arc<str>>, profiles: Vec<Profile>) -> Self {
+        Batch { tenant: tenant.into(), profiles, acks: Vec::new() }
+    }
+
+    /// A copy for another pipeline; acknowledgement waits for both.
+    pub fn fork(&self) -> Batch {
+        Batch { tenant: Arc::clone(&self.tenant), profiles: self.profiles.clone(), acks: self.acks.clone() }
+    }
+
+    pub fn approx_bytes(&self) -> usize {
+        self.profiles.iter().map(Profile::approx_bytes).sum()
+    }
+
+    /// Reports a failure to every request in the batch.
+    pub fn fail(&self, error: &str) {
+        for ack in &self.acks {
+            ack.fail(error);
+        }
+    }
+}
+
+/// A share in one request's acknowledgement: see the module docs.
+#[derive(Clone)]
+pub struct Ack(Arc<AckState>);
+
+struct AckState {
+    tx: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ack")
+    }
+}
+
+/// The receiving side of an [`Ack`]: resolves once all shares are done.
+pub type AckWaiter = oneshot::Receiver<Result<(), String>>;
+
+impl Ack {
+    pub fn new() -> (Ack, AckWaiter) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(Arc::new(AckState { tx: Mutex::new(Some(tx)) })), rx)
+    }
+
+    /// Fails the request now; later shares dropping change nothing.
+    pub fn fail(&self, error: &str) {
+        if let Some(tx) = self.0.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(Err(error.to_string()));
+        }
+    }
+}
+
+impl Drop for AckState {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+}
+
+/// Why a batch could not be handed on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("pipeline {0} is full")]
+    Full(String),
+    #[error("pipeline {0} is shutting down")]
+    Closed(String),
+}
+
+/// The pipelines one receiver feeds.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineSender {
+    targets: Vec<(Arc<str>, mpsc::Sender<Batch>)>,
+}
+
+impl PipelineSender {
+    pub fn new(targets: Vec<(Arc<str>, mpsc::Sender<Batch>)>) -> Self {
+        PipelineSender { targets }
+    }
+
+    /// Hands `batch` to every pipeline, or to none when any of them is full or closed.
+    pub fn try_send(&self, batch: Batch) -> Result<(), SendError> {
+        let mut permits = Vec::with_capacity(self.targets.len());
+        for (name, tx) in &self.targets {
+            match tx.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(mpsc::error::TrySendError::Full(())) => return Err(SendError::Full(name.to_string())),
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(SendError::Closed(name.to_string())),
+            }
+        }
+        let mut batch = Some(batch);
+        let last = permits.len().saturating_sub(1);
+        for (i, permit) in permits.into_iter().enumerate() {
+            let b = if i == last { batch.take().unwrap_or_default() } else { batch.as_ref().map(Batch::fork).unwrap_or_default() };
+            permit.send(b);
+        }
+        Ok(())
+    }
+}
+
+/// Where a processor sends its output: the next processor, or every exporter of the pipeline.
+#[derive(Clone, Debug)]
+pub struct Output {
+    targets: Vec<mpsc::Sender<Batch>>,
+}
+
+impl Output {
+    pub fn new(targets: Vec<mpsc::Sender<Batch>>) -> Self {
+        Output { targets }
+    }
+
+    /// Sends to every target, waiting while they are full: back-pressure reaches the
+    /// receivers through the pipeline's first channel.
+    pub async fn send(&self, batch: Batch) {
+        let Some((last, rest)) = self.targets.split_last() else { return };
+        for tx in rest {
+            let fork = batch.fork();
+            if let Err(e) = tx.send(fork).await {
+                e.0.fail("pipeline is shutting down");
+            }
+        }
+        if let Err(e) = last.send(batch).await {
+            e.0.fail("pipeline is shutting down");
+        }
+    }
+}
+
+/// An HTTP route set a component serves; components on one address share one server.
+pub struct HttpMount {
+    pub address: SocketAddr,
+    /// The paths of `router`, to detect a path claimed twice on one address.
+    pub paths: Vec<String>,
+    pub router: axum::Router,
+}
+
+/// A running receiver: routes to serve and, for pull-based receivers, a task.
+#[derive(Default)]
+pub struct ReceiverParts {
+    pub mounts: Vec<HttpMount>,
+    pub task: Option<BoxFuture>,
+}
+
+/// A processor: consumes its input until it closes, then flushes and returns.
+pub trait Processor: Send {
+    fn run(self: Box<Self>, input: mpsc::Receiver<Batch>, output: Output) -> BoxFuture;
+}
+
+/// An exporter: writes what arrives until its input closes, then flushes and returns.
+pub trait Exporter: Send {
+    fn run(self: Box<Self>, input: mpsc::Receiver<Batch>) -> BoxFuture;
+}
+
+/// What components get from the runtime rather than from YAML.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// The component id, `type` or `type/name`.
+    pub id: Arc<str>,
+    pub telemetry: Arc<Telemetry>,
+    pub stores: StoreRegistry,
+    /// Cancelled when the process starts shutting down.
+    pub shutdown: CancellationToken,
+}
+
+impl BuildContext {
+    pub fn for_component(&self, id: &str) -> BuildContext {
+        BuildContext { id: id.into(), ..self.clone() }
+    }
+}
+
+/// A component that could not be built from a valid config (a port taken, a store unreachable).
+#[derive(Debug, thiserror::Error)]
+#[error("{component}: {message}")]
+pub struct BuildError {
+    pub component: String,
+    pub message: String,
+}
+
+/// The config contract every component config implements.
+pub trait ReceiverConfig: Send + fmt::Debug {
+    /// The routes it will mount, for config validation (`address`, `path`).
+    fn routes(&self) -> Vec<(SocketAddr, String)>;
+    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ReceiverParts, BuildError>;
+}
+
+pub trait ProcessorConfig: Send + fmt::Debug {
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Processor>, BuildError>;
+}
+
+pub trait ExporterConfig: Send + fmt::Debug {
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ack_resolves_when_all_shares_drop() {
+        let (ack, rx) = Ack::new();
+        let copy = ack.clone();
+        drop(ack);
+        drop(copy);
+        assert_eq!(rx.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn ack_failure_wins() {
+        let (ack, rx) = Ack::new();
+        let copy = ack.clone();
+        copy.fail("disk full");
+        drop(ack);
+        assert_eq!(rx.await.unwrap(), Err("disk full".to_string()));
+    }
+
+    #[tokio::test]
+    async fn try_send_is_all_or_nothing() {
+        let (tx1, mut rx1) = mpsc::channel(1);
+        let (tx2, _rx2) = mpsc::channel(1);
+        let sender = PipelineSender::new(vec![("a".into(), tx1), ("b".into(), tx2.clone())]);
+        tx2.try_send(Batch::default()).unwrap();
+        assert_eq!(sender.try_send(Batch::default()), Err(SendError::Full("b".into())));
+        assert!(rx1.try_recv().is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! flamepipe-core: the pieces every flamepipe crate shares.
+//!
+//! The binary (`src/`) depends on the component crates, and they all depend on this one: the
+//! profile model, the component contract, the pprof codec and the block format live here so
+//! that no component has to depend on another.
+//!
+//! # Layout
+//!
+//! - [`model`]: a profile = series labels + one sample type + time + samples (stack -> value).
+//! - [`symbols`]: interned strings, functions, locations, mappings, stacks and sample label sets.
+//! - [`profile_type`]: Pyroscope-style profile type ids (`process_cpu:cpu:nanoseconds:cpu:nanoseconds`).
+//! - [`labels`]: series labels and the `app{k=v}` selector-like syntax senders use.
+//! - [`pprof`]: pprof protobuf messages, decoding with limits, and conversion into the model.
+//! - [`block`]: the immutable block format (builder, reader, object keys).
+//! - [`component`]: batches, acknowledgements, the build context and component errors.
+//! - [`config`]: shared config value types (durations, byte sizes) and config errors with paths.
+//! - [`telemetry`]: the metrics every component reports into.
+
+pub mod block;
+pub mod body;
+pub mod component;
+pub mod config;
+pub mod labels;
+pub mod model;
+pub mod pprof;
+pub mod profile_type;
+pub mod store;
+pub mod symbols;
+pub mod telemetry;
+
+pub use labels::Labels;
+pub use model::{Profile, Sample};
+pub use profile_type::ProfileType;
+pub use symbols::{Symbols, SymbolsBuilder};
+
+/// The tenant used when a request names none (Pyroscope and Mimir use the same).
+pub const DEFAULT_TENANT: &str = "anonymous";

@@ -1,0 +1,69 @@
+//! pprof: the protobuf messages, decoding with limits, and conversion into the model.
+//!
+//! Used by every receiver that takes pprof (the Pyroscope API, scraping) and by the query side
+//! that hands pprof back to `go tool pprof`.
+
+mod convert;
+pub mod proto;
+
+pub use convert::{ConvertOptions, to_profiles};
+
+use crate::body::{self, BodyError};
+
+/// Why a pprof body was refused. Every variant is the sender's fault: retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+pub enum PprofError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("invalid pprof protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("pprof has no sample types")]
+    NoSampleTypes,
+    #[error("pprof {what} refers to string {index}, but the string table has {len} entries")]
+    StringIndex { what: &'static str, index: i64, len: usize },
+    #[error("pprof {what} has the reserved id 0")]
+    ReservedId { what: &'static str },
+    #[error("pprof {from} refers to {what} id {id}, which does not exist")]
+    UnknownId { from: &'static str, what: &'static str, id: u64 },
+    #[error("pprof sample has {got} values, but the profile has {expected} sample types")]
+    ValueCount { expected: usize, got: usize },
+    #[error("pprof has {got} samples, over the limit of {limit}")]
+    TooManySamples { got: usize, limit: usize },
+}
+
+impl PprofError {
+    /// A short stable name for metrics (`reason` label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PprofError::Body(BodyError::Empty) => "empty_body",
+            PprofError::Body(BodyError::TooLarge { .. }) => "too_large",
+            PprofError::Body(BodyError::Gzip(_)) => "bad_gzip",
+            PprofError::Protobuf(_) => "bad_protobuf",
+            PprofError::TooManySamples { .. } => "too_large",
+            _ => "bad_pprof",
+        }
+    }
+}
+
+/// Limits applied while decoding: both guard memory against hostile or broken senders.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_decompressed_bytes: usize,
+    pub max_samples: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_decompressed_bytes: 64 << 20, max_samples: 1 << 20 }
+    }
+}
+
+/// Decodes a pprof body, gzipped or raw (sniffed, not trusted from headers).
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<proto::Profile, PprofError> {
+    let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
+    let profile: proto::Profile = prost::Message::decode(raw.as_ref())?;
+    if profile.sample.len() > limits.max_samples {
+        return Err(PprofError::TooManySamples { got: profile.sample.len(), limit: limits.max_samples });
+    }
+    Ok(profile)
+}

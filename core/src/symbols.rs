@@ -1,0 +1,346 @@
+//! Interned symbols: strings, mappings, functions, locations, stacks and sample label sets.
+//!
+//! Every profile points into a [`Symbols`] table by integer ids, so a stack is one `u32` and a
+//! repeated function name costs nothing. Receivers fill a [`SymbolsBuilder`] per request; the
+//! block builder imports those tables into one table per block ([`SymbolsBuilder::import`]),
+//! which is where most of the storage ratio comes from.
+//!
+//! Invariants: id 0 of `strings` is `""`, id 0 of `mappings` is "no mapping", id 0 of
+//! `label_sets` is the empty set. Stacks list location ids leaf first; a location's lines list
+//! the innermost inlined function first (pprof's order).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    pub memory_start: u64,
+    pub memory_limit: u64,
+    pub file_offset: u64,
+    pub filename: u32,
+    pub build_id: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Function {
+    pub name: u32,
+    pub system_name: u32,
+    pub filename: u32,
+    pub start_line: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Line {
+    pub function: u32,
+    pub line: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub mapping: u32,
+    pub address: u64,
+    pub lines: Vec<Line>,
+}
+
+/// One pprof sample label: a string value (`str != 0`) or a number with an optional unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleLabel {
+    pub key: u32,
+    pub str: u32,
+    pub num: i64,
+    pub num_unit: u32,
+}
+
+/// A frozen symbol table. Variable-length rows (stacks, label sets) are stored flat with
+/// offsets so that a table is a handful of allocations however many rows it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Symbols {
+    pub strings: Vec<String>,
+    pub mappings: Vec<Mapping>,
+    pub functions: Vec<Function>,
+    pub locations: Vec<Location>,
+    /// `stack_offsets[i]..stack_offsets[i + 1]` indexes `stack_locations` for stack `i`.
+    pub stack_offsets: Vec<u32>,
+    pub stack_locations: Vec<u32>,
+    /// Same layout as stacks; set 0 is empty.
+    pub label_set_offsets: Vec<u32>,
+    pub label_set_labels: Vec<SampleLabel>,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        SymbolsBuilder::new().finish()
+    }
+}
+
+impl Symbols {
+    pub fn stack_count(&self) -> usize {
+        self.stack_offsets.len() - 1
+    }
+
+    /// Location ids of stack `id`, leaf first.
+    pub fn stack(&self, id: u32) -> &[u32] {
+        let (a, b) = (self.stack_offsets[id as usize], self.stack_offsets[id as usize + 1]);
+        &self.stack_locations[a as usize..b as usize]
+    }
+
+    pub fn label_set_count(&self) -> usize {
+        self.label_set_offsets.len() - 1
+    }
+
+    pub fn label_set(&self, id: u32) -> &[SampleLabel] {
+        let (a, b) = (self.label_set_offsets[id as usize], self.label_set_offsets[id as usize + 1]);
+        &self.label_set_labels[a as usize..b as usize]
+    }
+
+    pub fn str(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+
+    /// The name a frame shows in a flame graph or `go tool pprof`: the function's name, or the
+    /// location's address in hex when the location has no symbol.
+    pub fn frame_names(&self, location: u32) -> impl Iterator<Item = FrameName<'_>> {
+        let loc = &self.locations[location as usize];
+        let unsymbolized = loc.lines.is_empty().then_some(FrameName::Address(loc.address));
+        loc.lines
+            .iter()
+            .map(|l| FrameName::Function(self.str(self.functions[l.function as usize].name)))
+            .chain(unsymbolized)
+    }
+
+    /// Rough heap size, used for segment size limits.
+    pub fn approx_bytes(&self) -> usize {
+        self.strings.iter().map(|s| s.len() + 24).sum::<usize>()
+            + self.mappings.len() * std::mem::size_of::<Mapping>()
+            + self.functions.len() * std::mem::size_of::<Function>()
+            + self.locations.iter().map(|l| 40 + l.lines.len() * 16).sum::<usize>()
+            + (self.stack_offsets.len() + self.stack_locations.len()) * 4
+            + self.label_set_offsets.len() * 4
+            + self.label_set_labels.len() * std::mem::size_of::<SampleLabel>()
+    }
+}
+
+/// A frame's display name: see [`Symbols::frame_names`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameName<'a> {
+    Function(&'a str),
+    Address(u64),
+}
+
+impl std::fmt::Display for FrameName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameName::Function(name) => f.write_str(name),
+            FrameName::Address(addr) => write!(f, "{addr:#x}"),
+        }
+    }
+}
+
+/// Interns rows as they arrive; [`SymbolsBuilder::finish`] freezes them into [`Symbols`].
+#[derive(Debug)]
+pub struct SymbolsBuilder {
+    table: Symbols,
+    strings: FastMap<Box<str>, u32>,
+    mappings: FastMap<Mapping, u32>,
+    functions: FastMap<Function, u32>,
+    locations: FastMap<Location, u32>,
+    stacks: FastMap<Box<[u32]>, u32>,
+    label_sets: FastMap<Box<[SampleLabel]>, u32>,
+}
+
+impl Default for SymbolsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How ids of an imported table map onto the importing table.
+#[derive(Debug, Default)]
+pub struct Remap {
+    pub stacks: Vec<u32>,
+    pub label_sets: Vec<u32>,
+}
+
+impl SymbolsBuilder {
+    pub fn new() -> Self {
+        let mut b = SymbolsBuilder {
+            table: Symbols {
+                strings: Vec::new(),
+                mappings: Vec::new(),
+                functions: Vec::new(),
+                locations: Vec::new(),
+                stack_offsets: vec![0],
+                stack_locations: Vec::new(),
+                label_set_offsets: vec![0],
+                label_set_labels: Vec::new(),
+            },
+            strings: FastMap::default(),
+            mappings: FastMap::default(),
+            functions: FastMap::default(),
+            locations: FastMap::default(),
+            stacks: FastMap::default(),
+            label_sets: FastMap::default(),
+        };
+        b.string("");
+        b.mapping(Mapping::default());
+        b.label_set(&[]);
+        b
+    }
+
+    pub fn string(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.strings.get(s) {
+            return id;
+        }
+        let id = self.table.strings.len() as u32;
+        self.table.strings.push(s.to_owned());
+        self.strings.insert(s.into(), id);
+        id
+    }
+
+    pub fn mapping(&mut self, m: Mapping) -> u32 {
+        intern(&mut self.mappings, &mut self.table.mappings, m)
+    }
+
+    pub fn function(&mut self, f: Function) -> u32 {
+        intern(&mut self.functions, &mut self.table.functions, f)
+    }
+
+    pub fn location(&mut self, l: Location) -> u32 {
+        intern(&mut self.locations, &mut self.table.locations, l)
+    }
+
+    /// Interns a stack given leaf first.
+    pub fn stack(&mut self, locations: &[u32]) -> u32 {
+        if let Some(&id) = self.stacks.get(locations) {
+            return id;
+        }
+        let id = self.table.stack_count() as u32;
+        self.table.stack_locations.extend_from_slice(locations);
+        self.table.stack_offsets.push(self.table.stack_locations.len() as u32);
+        self.stacks.insert(locations.into(), id);
+        id
+    }
+
+    /// Interns a label set; the caller's order is kept, so sort first for set semantics.
+    pub fn label_set(&mut self, labels: &[SampleLabel]) -> u32 {
+        if let Some(&id) = self.label_sets.get(labels) {
+            return id;
+        }
+        let id = self.table.label_set_count() as u32;
+        self.table.label_set_labels.extend_from_slice(labels);
+        self.table.label_set_offsets.push(self.table.label_set_labels.len() as u32);
+        self.label_sets.insert(labels.into(), id);
+        id
+    }
+
+    /// The table so far, for lookups while building.
+    pub fn table(&self) -> &Symbols {
+        &self.table
+    }
+
+    /// Interns every row of `other` and returns how its stack and label set ids map here.
+    pub fn import(&mut self, other: &Symbols) -> Remap {
+        let strings: Vec<u32> = other.strings.iter().map(|s| self.string(s)).collect();
+        let mappings: Vec<u32> = other
+            .mappings
+            .iter()
+            .map(|m| {
+                self.mapping(Mapping {
+                    filename: strings[m.filename as usize],
+                    build_id: strings[m.build_id as usize],
+                    ..m.clone()
+                })
+            })
+            .collect();
+        let functions: Vec<u32> = other
+            .functions
+            .iter()
+            .map(|f| {
+                self.function(Function {
+                    name: strings[f.name as usize],
+                    system_name: strings[f.system_name as usize],
+                    filename: strings[f.filename as usize],
+                    start_line: f.start_line,
+                })
+            })
+            .collect();
+        let locations: Vec<u32> = other
+            .locations
+            .iter()
+            .map(|l| {
+                self.location(Location {
+                    mapping: mappings[l.mapping as usize],
+                    address: l.address,
+                    lines: l
+                        .lines
+                        .iter()
+                        .map(|line| Line { function: functions[line.function as usize], line: line.line })
+                        .collect(),
+                })
+            })
+            .collect();
+        let mut scratch = Vec::new();
+        let stacks = (0..other.stack_count() as u32)
+            .map(|s| {
+                scratch.clear();
+                scratch.extend(other.stack(s).iter().map(|&l| locations[l as usize]));
+                self.stack(&scratch)
+            })
+            .collect();
+        let mut label_scratch = Vec::new();
+        let label_sets = (0..other.label_set_count() as u32)
+            .map(|s| {
+                label_scratch.clear();
+                label_scratch.extend(other.label_set(s).iter().map(|l| SampleLabel {
+                    key: strings[l.key as usize],
+                    str: strings[l.str as usize],
+                    num: l.num,
+                    num_unit: strings[l.num_unit as usize],
+                }));
+                self.label_set(&label_scratch)
+            })
+            .collect();
+        Remap { stacks, label_sets }
+    }
+
+    pub fn finish(self) -> Symbols {
+        self.table
+    }
+}
+
+fn intern<T: Clone + Eq + Hash>(map: &mut FastMap<T, u32>, rows: &mut Vec<T>, row: T) -> u32 {
+    if let Some(&id) = map.get(&row) {
+        return id;
+    }
+    let id = rows.len() as u32;
+    rows.push(row.clone());
+    map.insert(row, id);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_dedups_and_import_remaps() {
+        let mut a = SymbolsBuilder::new();
+        let name = a.string("main");
+        let f = a.function(Function { name, ..Default::default() });
+        let loc = a.location(Location { mapping: 0, address: 0x10, lines: vec![Line { function: f, line: 3 }] });
+        assert_eq!(a.string("main"), name);
+        let s1 = a.stack(&[loc]);
+        assert_eq!(a.stack(&[loc]), s1);
+        let a = a.finish();
+
+        let mut b = SymbolsBuilder::new();
+        b.string("other");
+        let remap = b.import(&a);
+        let b = b.finish();
+        let loc_b = b.stack(remap.stacks[s1 as usize])[0];
+        assert_eq!(b.frame_names(loc_b).map(|n| n.to_string()).collect::<Vec<_>>(), vec!["main"]);
+        assert_eq!(remap.label_sets, vec![0]);
+    }
+}

@@ -1,0 +1,143 @@
+//! flamepipe's own metrics, exposed on `/metrics` (OpenMetrics text) at
+//! `service.telemetry.metrics_address`.
+//!
+//! One set of families shared by all components, labelled by component id, named after the
+//! OpenTelemetry Collector's (`otelcol_receiver_accepted_spans` -> our
+//! `flamepipe_receiver_accepted_profiles_total`) so Collector dashboards translate directly.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type LabelPairs = Vec<(String, String)>;
+
+fn component(kind: &str, id: &str) -> LabelPairs {
+    vec![(kind.to_string(), id.to_string())]
+}
+
+pub struct Telemetry {
+    registry: Mutex<Registry>,
+    accepted_profiles: Family<LabelPairs, Counter>,
+    accepted_bytes: Family<LabelPairs, Counter>,
+    refused_requests: Family<LabelPairs, Counter>,
+    flush_seconds: Family<LabelPairs, Histogram>,
+    flushed_profiles: Family<LabelPairs, Counter>,
+    written_bytes: Family<LabelPairs, Counter>,
+    written_blocks: Family<LabelPairs, Counter>,
+    failed_writes: Family<LabelPairs, Counter>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("flamepipe");
+        let accepted_profiles = Family::<LabelPairs, Counter>::default();
+        let accepted_bytes = Family::<LabelPairs, Counter>::default();
+        let refused_requests = Family::<LabelPairs, Counter>::default();
+        let flush_seconds = Family::<LabelPairs, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 16))) as fn() -> Histogram,
+        );
+        let flushed_profiles = Family::<LabelPairs, Counter>::default();
+        let written_bytes = Family::<LabelPairs, Counter>::default();
+        let written_blocks = Family::<LabelPairs, Counter>::default();
+        let failed_writes = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "receiver_accepted_profiles",
+            "Profiles accepted by a receiver (one per sample type)",
+            accepted_profiles.clone(),
+        );
+        registry.register(
+            "receiver_accepted_bytes",
+            "Request body bytes accepted by a receiver, as sent",
+            accepted_bytes.clone(),
+        );
+        registry.register(
+            "receiver_refused_requests",
+            "Requests a receiver refused, by reason",
+            refused_requests.clone(),
+        );
+        registry.register(
+            "processor_segment_flush_duration_seconds",
+            "Time from a segment flush starting to its objects being durably written",
+            flush_seconds.clone(),
+        );
+        registry.register(
+            "processor_segment_flushed_profiles",
+            "Profiles handed on by segment flushes",
+            flushed_profiles.clone(),
+        );
+        registry.register("exporter_written_bytes", "Bytes written to object storage", written_bytes.clone());
+        registry.register("exporter_written_blocks", "Block objects written", written_blocks.clone());
+        registry.register("exporter_failed_writes", "Block writes that failed", failed_writes.clone());
+        Telemetry {
+            registry: Mutex::new(registry),
+            accepted_profiles,
+            accepted_bytes,
+            refused_requests,
+            flush_seconds,
+            flushed_profiles,
+            written_bytes,
+            written_blocks,
+            failed_writes,
+        }
+    }
+
+    pub fn accepted(&self, receiver: &str, profiles: u64, bytes: u64) {
+        self.accepted_profiles.get_or_create(&component("receiver", receiver)).inc_by(profiles);
+        self.accepted_bytes.get_or_create(&component("receiver", receiver)).inc_by(bytes);
+    }
+
+    pub fn refused(&self, receiver: &str, reason: &str) {
+        let mut labels = component("receiver", receiver);
+        labels.push(("reason".to_string(), reason.to_string()));
+        self.refused_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn segment_flushed(&self, processor: &str, seconds: f64, profiles: u64) {
+        self.flush_seconds.get_or_create(&component("processor", processor)).observe(seconds);
+        self.flushed_profiles.get_or_create(&component("processor", processor)).inc_by(profiles);
+    }
+
+    pub fn block_written(&self, exporter: &str, bytes: u64) {
+        self.written_bytes.get_or_create(&component("exporter", exporter)).inc_by(bytes);
+        self.written_blocks.get_or_create(&component("exporter", exporter)).inc();
+    }
+
+    pub fn write_failed(&self, exporter: &str) {
+        self.failed_writes.get_or_create(&component("exporter", exporter)).inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_counters_by_component() {
+        let t = Telemetry::new();
+        t.accepted("pyroscope", 2, 100);
+        t.refused("pyroscope", "bad_gzip");
+        let text = t.encode();
+        assert!(text.contains("flamepipe_receiver_accepted_profiles_total{receiver=\"pyroscope\"} 2"), "{text}");
+        assert!(text.contains("flamepipe_receiver_refused_requests_total{receiver=\"pyroscope\",reason=\"bad_gzip\"} 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Installs everything the flamepipe integration tests need:
+#   - go (Debian golang-go) for `go tool pprof`
+#   - integration/.venv         with pyroscope-io 1.x  (requirements.txt)
+#   - integration/.venv-legacy  with pyroscope-io 0.8.x (requirements-legacy.txt)
+#   - integration/node_modules  with @pyroscope/nodejs (package.json + lock)
+# Idempotent: a stamp keyed on the requirement files makes re-runs instant.
+# Usage: bash integration/setup.sh [--force]
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+STAMP="$HERE/.setup-stamp"
+FORCE=0
+[ "${1:-}" = "--force" ] && FORCE=1
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
+command -v node >/dev/null 2>&1 || die "node not found"
+command -v npm >/dev/null 2>&1 || die "npm not found"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+fi
+
+apt_install() {
+  # apt_install PKG...: runs apt-get update only because something is missing.
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not available to install: $*"
+  log "apt-get install $*"
+  export DEBIAN_FRONTEND=noninteractive
+  local out
+  out="$(mktemp)"
+  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$@"; } >"$out" 2>&1; then
+    tail -n 20 "$out" >&2
+    rm -f "$out"
+    die "apt-get install $* failed"
+  fi
+  rm -f "$out"
+}
+
+stamp_key() {
+  {
+    sha256sum requirements.txt requirements-legacy.txt package.json package-lock.json setup.sh
+    "$PYTHON" -c 'import sys; print(sys.version)'
+    node --version
+  } | sha256sum | cut -d' ' -f1
+}
+
+everything_present() {
+  command -v go >/dev/null 2>&1 &&
+    [ -x .venv/bin/python ] && [ -x .venv-legacy/bin/python ] &&
+    [ -f node_modules/@pyroscope/nodejs/package.json ] &&
+    [ -f node_modules/pyroscope-nodejs-multipart/package.json ]
+}
+
+KEY="$(stamp_key)"
+if [ "$FORCE" -eq 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ] && everything_present; then
+  log "up to date (stamp $STAMP)"
+  exit 0
+fi
+rm -f "$STAMP"
+
+# 1. go, for `go tool pprof`.
+if dpkg -s golang-go >/dev/null 2>&1 && command -v go >/dev/null 2>&1; then
+  log "golang-go present ($(go version | cut -d' ' -f3))"
+else
+  apt_install golang-go
+  command -v go >/dev/null 2>&1 || die "go still not on PATH after installing golang-go"
+  log "golang-go installed ($(go version | cut -d' ' -f3))"
+fi
+
+# 2. Python venvs.
+make_venv() { # make_venv DIR REQFILE
+  local dir="$1" req="$2"
+  if [ ! -x "$dir/bin/python" ] || ! "$dir/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    rm -rf "$dir"
+    log "creating $dir"
+    if ! "$PYTHON" -m venv "$dir" >/dev/null 2>&1; then
+      # Debian's system python needs python3-venv for ensurepip.
+      rm -rf "$dir"
+      apt_install python3-venv
+      "$PYTHON" -m venv "$dir" || die "python3 -m venv $dir failed"
+    fi
+  fi
+  # Keep the venv out of git even where the repo's .gitignore does not list it
+  # (python >= 3.13 writes this file itself).
+  [ -f "$dir/.gitignore" ] || echo '*' > "$dir/.gitignore"
+  log "pip install -r $req into $dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$req" ||
+    die "pip install -r $req failed"
+}
+make_venv .venv requirements.txt
+make_venv .venv-legacy requirements-legacy.txt
+
+# 3. npm packages.
+if [ -f package-lock.json ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci failed"
+else
+  log "npm install (no package-lock.json)"
+  npm install --no-audit --no-fund --loglevel=error >/dev/null || die "npm install failed"
+fi
+
+# 4. Smoke checks: each SDK imports and reports the pinned version.
+V1="$(.venv/bin/python -c 'import pyroscope; from importlib.metadata import version; print(version("pyroscope-io"))')" ||
+  die "pyroscope-io does not import in .venv"
+V08="$(.venv-legacy/bin/python -c 'import pyroscope; from importlib.metadata import version; print(version("pyroscope-io"))')" ||
+  die "pyroscope-io does not import in .venv-legacy"
+case "$V1" in 1.*) ;; *) die "expected pyroscope-io 1.x in .venv, got $V1" ;; esac
+case "$V08" in 0.8.*) ;; *) die "expected pyroscope-io 0.8.x in .venv-legacy, got $V08" ;; esac
+NV="$(node -e '
+  require("@pyroscope/nodejs"); require("pyroscope-nodejs-multipart");
+  const fs = require("fs");
+  const v = (p) => JSON.parse(fs.readFileSync("node_modules/" + p + "/package.json", "utf8")).version;
+  console.log(v("@pyroscope/nodejs") + " (multipart: " + v("pyroscope-nodejs-multipart") + ")");
+')" || die "@pyroscope/nodejs does not load"
+go tool pprof -h >/dev/null 2>&1 || die "go tool pprof does not run"
+
+log "pyroscope-io $V1 (.venv), $V08 (.venv-legacy); @pyroscope/nodejs $NV; $(go version | cut -d' ' -f3)"
+echo "$KEY" > "$STAMP"
+log "done"
