@@ -56,7 +56,7 @@ mod tests {
     use std::io::Write;
 
     fn gz(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         e.write_all(data).unwrap();
         e.finish().unwrap()
     }
@@ -70,7 +70,7 @@ mod tests {
     #[test]
     fn stops_a_bomb_at_the_limit() {
         let bomb = gz(&vec![0u8; 10 << 20]);
-        assert!(bomb.len() < 20 << 10);
+        assert!(bomb.len() < 64 << 10);
         assert_eq!(gunzip(&bomb, 1 << 20), Err(BodyError::TooLarge { limit: 1 << 20 }));
         assert_eq!(gunzip(&bomb, 10 << 20).unwrap().len(), 10 << 20);
     }

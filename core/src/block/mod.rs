@@ -1,0 +1,42 @@
+//! The immutable block format: builder, reader, object keys (spec: docs/block-format.md).
+//!
+//! Only this module touches block bytes, and only [`paths`] knows object keys. A block holds
+//! one tenant's profiles grouped by service (datasets); each dataset has a series index, a
+//! symbol table and sample columns, each a separately compressed, checksummed section that a
+//! reader fetches with a ranged read.
+
+mod builder;
+mod codec;
+pub mod format;
+pub mod paths;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+pub use builder::{BlockBuilder, EncodedBlock};
+pub use paths::{BlockRef, block_path, list_blocks};
+pub use reader::{BlockReader, decode_block};
+
+pub type Result<T, E = BlockError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("block {block}: not a flamepipe block (bad magic)")]
+    BadMagic { block: String },
+    #[error("block {block}: format version {version} is not supported (supported: {supported:?})")]
+    UnsupportedVersion { block: String, version: u32, supported: &'static [u32] },
+    #[error("block {block}: {what} checksum mismatch")]
+    Checksum { block: String, what: &'static str },
+    #[error("block {block}: corrupt {what}: {detail}")]
+    Corrupt { block: String, what: &'static str, detail: String },
+    #[error("block {block}: {source}")]
+    Store { block: String, source: object_store::Error },
+    #[error("cannot encode block: {0}")]
+    Encode(String),
+}
+
+impl BlockError {
+    pub(crate) fn corrupt(block: &str, what: &'static str, detail: impl ToString) -> Self {
+        BlockError::Corrupt { block: block.to_string(), what, detail: detail.to_string() }
+    }
+}

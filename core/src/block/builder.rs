@@ -1,0 +1,174 @@
+//! Builds one block from profiles of one tenant.
+//!
+//! Profiles are grouped into datasets by `service_name`; each dataset imports the symbol
+//! tables of its profiles into one interned table (a table shared by several profiles, as the
+//! N sample types of one pprof share one, is imported once) and records samples with stack
+//! ids remapped into it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use prost::Message;
+use ulid::Ulid;
+
+use super::codec::{encode_symbols, write_section};
+use super::format::{self, BlockMeta, Dataset, SampleColumns, Series, SeriesIndex};
+use super::Result;
+use crate::labels::{Labels, SERVICE_NAME};
+use crate::model::Profile;
+use crate::symbols::{Remap, Symbols, SymbolsBuilder};
+
+/// The dataset name of profiles without a `service_name` label (the OTel SDKs' default).
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Zstd level for sections: level 3 is zstd's default and the best speed/size trade here.
+const ZSTD_LEVEL: i32 = 3;
+
+pub struct BlockBuilder {
+    tenant: String,
+    level: u32,
+    datasets: BTreeMap<String, DatasetBuilder>,
+}
+
+/// An encoded block, ready to `put`.
+pub struct EncodedBlock {
+    pub meta: BlockMeta,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct DatasetBuilder {
+    symbols: SymbolsBuilder,
+    // Keyed by the table's address; the Arc held beside it keeps the address from being reused.
+    remaps: HashMap<usize, (Arc<Symbols>, Remap)>,
+    series: HashMap<(Labels, String), u32>,
+    series_rows: Vec<Series>,
+    profiles: Vec<PendingProfile>,
+}
+
+struct PendingProfile {
+    series: u32,
+    timestamp_ns: i64,
+    duration_ns: i64,
+    period: i64,
+    /// (stack, value, label set), sorted.
+    samples: Vec<(u32, i64, u32)>,
+}
+
+impl BlockBuilder {
+    pub fn new(tenant: impl Into<String>, level: u32) -> Self {
+        BlockBuilder { tenant: tenant.into(), level, datasets: BTreeMap::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.datasets.is_empty()
+    }
+
+    pub fn add(&mut self, profile: &Profile) {
+        let service = profile.series.get(SERVICE_NAME).unwrap_or(UNKNOWN_SERVICE);
+        let ds = self.datasets.entry(service.to_string()).or_default();
+        let key = Arc::as_ptr(&profile.symbols) as usize;
+        let DatasetBuilder { symbols, remaps, .. } = ds;
+        let (_, remap) = remaps
+            .entry(key)
+            .or_insert_with(|| (Arc::clone(&profile.symbols), symbols.import(&profile.symbols)));
+        let mut samples: Vec<(u32, i64, u32)> = profile
+            .samples
+            .iter()
+            .map(|s| (remap.stacks[s.stack as usize], s.value, remap.label_sets[s.labels as usize]))
+            .collect();
+        samples.sort_unstable_by_key(|&(stack, _, labels)| (stack, labels));
+
+        let type_id = profile.profile_type.id();
+        let series_key = (profile.series.clone(), type_id);
+        let next = ds.series_rows.len() as u32;
+        let series = *ds.series.entry(series_key).or_insert_with_key(|(labels, type_id)| {
+            let (names, values) = labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).unzip();
+            ds.series_rows.push(Series { label_names: names, label_values: values, profile_type: type_id.clone() });
+            next
+        });
+        ds.profiles.push(PendingProfile {
+            series,
+            timestamp_ns: profile.timestamp_ns,
+            duration_ns: profile.duration_ns,
+            period: profile.period,
+            samples,
+        });
+    }
+
+    pub fn finish(self, id: Ulid) -> Result<EncodedBlock> {
+        let mut bytes = Vec::with_capacity(64 << 10);
+        bytes.extend_from_slice(format::HEADER_MAGIC);
+        let mut meta = BlockMeta {
+            id: id.to_string(),
+            tenant: self.tenant,
+            level: self.level,
+            min_time_ns: i64::MAX,
+            max_time_ns: i64::MIN,
+            created_by: concat!("flamepipe ", env!("CARGO_PKG_VERSION")).to_string(),
+            ..Default::default()
+        };
+        for (service_name, mut ds) in self.datasets {
+            ds.profiles.sort_by_key(|p| (p.timestamp_ns, p.series));
+            let mut index = SeriesIndex { series: ds.series_rows, ..Default::default() };
+            let sample_count: usize = ds.profiles.iter().map(|p| p.samples.len()).sum();
+            let mut columns = SampleColumns {
+                stack_delta: Vec::with_capacity(sample_count),
+                value: Vec::with_capacity(sample_count),
+                label_set: Vec::with_capacity(sample_count),
+            };
+            let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
+            let mut types: Vec<String> = Vec::new();
+            for p in &ds.profiles {
+                min_t = min_t.min(p.timestamp_ns);
+                max_t = max_t.max(p.timestamp_ns.saturating_add(p.duration_ns));
+                index.profile_series.push(p.series);
+                index.profile_timestamp_ns.push(p.timestamp_ns);
+                index.profile_duration_ns.push(p.duration_ns);
+                index.profile_period.push(p.period);
+                index.profile_sample_count.push(p.samples.len() as u32);
+                index.profile_total.push(p.samples.iter().map(|s| s.1).sum());
+                let mut prev = 0;
+                for &(stack, value, labels) in &p.samples {
+                    columns.stack_delta.push(stack - prev);
+                    columns.value.push(value);
+                    columns.label_set.push(labels);
+                    prev = stack;
+                }
+            }
+            for s in &index.series {
+                if !types.contains(&s.profile_type) {
+                    types.push(s.profile_type.clone());
+                }
+            }
+            types.sort();
+            let symbols = encode_symbols(ds.symbols.table());
+            let dataset = Dataset {
+                service_name,
+                min_time_ns: min_t,
+                max_time_ns: max_t,
+                profile_types: types,
+                index: Some(write_section(&mut bytes, &index, ZSTD_LEVEL)?),
+                symbols: Some(write_section(&mut bytes, &symbols, ZSTD_LEVEL)?),
+                samples: Some(write_section(&mut bytes, &columns, ZSTD_LEVEL)?),
+                profile_count: ds.profiles.len() as u64,
+                sample_count: sample_count as u64,
+            };
+            meta.min_time_ns = meta.min_time_ns.min(min_t);
+            meta.max_time_ns = meta.max_time_ns.max(max_t);
+            meta.profile_count += dataset.profile_count;
+            meta.sample_count += dataset.sample_count;
+            meta.datasets.push(dataset);
+        }
+        if meta.datasets.is_empty() {
+            (meta.min_time_ns, meta.max_time_ns) = (0, 0);
+        }
+        let footer = meta.encode_to_vec();
+        bytes.extend_from_slice(&footer);
+        bytes.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
+        bytes.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(format::TRAILER_MAGIC);
+        Ok(EncodedBlock { meta, bytes })
+    }
+}

@@ -1,0 +1,143 @@
+//! Block round trips over the real pprof fixtures, and refusal of corrupt blocks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::memory::InMemory;
+use ulid::Ulid;
+
+use super::*;
+use crate::labels::Labels;
+use crate::model::{Profile, Totals};
+use crate::pprof::{self, ConvertOptions, Limits};
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures").join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn convert(path: &PathBuf) -> Vec<Profile> {
+    let bytes = std::fs::read(path).unwrap();
+    let p = pprof::decode(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let series: Labels = [("service_name", "fixture")].into_iter().collect();
+    let opts = ConvertOptions {
+        series: &series,
+        name: None,
+        timestamp_ns: None,
+        duration_ns: None,
+        now_ns: 1_700_000_000_000_000_000,
+        display_names: None,
+    };
+    pprof::to_profiles(&p, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What must survive a round trip, keyed by profile type.
+fn fingerprint(profiles: &[Profile]) -> HashMap<String, (i64, HashMap<String, Totals>, Vec<String>, Labels)> {
+    profiles
+        .iter()
+        .map(|p| {
+            let mut labels: Vec<String> = p
+                .samples
+                .iter()
+                .flat_map(|s| p.symbols.label_set(s.labels).iter().map(move |l| (s.value, l)))
+                .map(|(v, l)| {
+                    format!("{v}:{}={}/{}{}", p.symbols.str(l.key), p.symbols.str(l.str), l.num, p.symbols.str(l.num_unit))
+                })
+                .collect();
+            labels.sort();
+            (p.profile_type.id(), (p.total(), p.function_totals(), labels, p.series.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_pprof_fixture_round_trips() {
+    let mut checked = 0;
+    for path in fixtures("pprof") {
+        let input = convert(&path);
+        let mut builder = BlockBuilder::new("t1", 0);
+        for p in &input {
+            builder.add(p);
+        }
+        let block = builder.finish(Ulid::new()).unwrap();
+        let (meta, datasets) = decode_block("test", &block.bytes).unwrap();
+        assert_eq!(meta.profile_count as usize, input.len(), "{}", path.display());
+        let output: Vec<Profile> = datasets.into_iter().flatten().collect();
+        assert_eq!(fingerprint(&input), fingerprint(&output), "{}", path.display());
+        for (a, b) in input.iter().zip(&output) {
+            assert_eq!((a.timestamp_ns, a.duration_ns, a.period), (b.timestamp_ns, b.duration_ns, b.period));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 50, "only {checked} fixtures");
+}
+
+#[tokio::test]
+async fn reader_fetches_sections_from_a_store() {
+    let mut builder = BlockBuilder::new("t1", 0);
+    let mut inputs = Vec::new();
+    for path in fixtures("pprof").iter().take(5) {
+        for p in convert(path) {
+            let mut p = p;
+            p.series.set("service_name", path.file_name().unwrap().to_string_lossy().to_string());
+            builder.add(&p);
+            inputs.push(p);
+        }
+    }
+    let id = Ulid::new();
+    let block = builder.finish(id).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    store.put(&block_path("t1", id), block.bytes.into()).await.unwrap();
+
+    let listed = list_blocks(store.as_ref(), None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let reader = BlockReader::open(Arc::clone(&store), listed[0].path.clone()).await.unwrap();
+    assert_eq!(reader.meta().datasets.len(), 5);
+    let mut output = Vec::new();
+    for ds in &reader.meta().datasets {
+        output.extend(reader.profiles(ds).await.unwrap());
+    }
+    let total = |ps: &[Profile]| ps.iter().map(Profile::total).sum::<i64>();
+    assert_eq!(total(&inputs), total(&output));
+    assert_eq!(inputs.len(), output.len());
+}
+
+#[test]
+fn corrupt_blocks_are_refused() {
+    let mut builder = BlockBuilder::new("t1", 0);
+    for p in convert(&fixtures("pprof")[0]) {
+        builder.add(&p);
+    }
+    let good = builder.finish(Ulid::new()).unwrap().bytes;
+    let mut bad_magic = good.clone();
+    bad_magic[0] ^= 1;
+    assert!(matches!(decode_block("b", &bad_magic), Err(BlockError::BadMagic { .. })));
+    let mut bad_version = good.clone();
+    let at = bad_version.len() - 8;
+    bad_version[at] = 9;
+    assert!(matches!(decode_block("b", &bad_version), Err(BlockError::UnsupportedVersion { version: 9, .. })));
+    let mut bad_section = good.clone();
+    bad_section[20] ^= 0xff;
+    assert!(matches!(decode_block("b", &bad_section), Err(BlockError::Checksum { .. })));
+    let mut bad_footer = good.clone();
+    let at = bad_footer.len() - 20;
+    bad_footer[at] ^= 0xff;
+    assert!(matches!(decode_block("b", &bad_footer), Err(BlockError::Checksum { what: "footer", .. })));
+    assert!(decode_block("b", &good[..good.len() / 2]).is_err());
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let mut b = format::HEADER_MAGIC.to_vec();
+        b.extend_from_slice(&bytes);
+        let _ = decode_block("fuzz", &b);
+    }
+}
