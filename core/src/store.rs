@@ -68,7 +68,8 @@ impl StoreRegistry {
                     .map_err(|e| StoreError::Open { url: url.to_string(), message: e.to_string() })?;
                 let fs = LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| StoreError::Open { url: url.to_string(), message: e.to_string() })?;
-                Arc::new(fs)
+                // Durable acknowledgement means the data survives a power cut, not just a crash.
+                Arc::new(fs.with_fsync(true))
             }
         };
         open.insert(location, Arc::clone(&store));
