@@ -1,1 +1,79 @@
-//! Helpers for the end-to-end tests in `tests/`.
+//! Helpers for the end-to-end tests in `integration/tests/`: start the real `flamepipe` binary
+//! on loopback ports of its own choosing, talk to it over HTTP, read what it stored, and ask
+//! the reference tools (`go tool pprof`, the real profiler SDKs) for the expected answers.
+//!
+//! The tests run as test targets of the root package (see the root Cargo.toml), so the binary
+//! under test is the one cargo just built (`CARGO_BIN_EXE_flamepipe`).
+//!
+//! Peers are found where `integration/setup.sh` installs them. Outside CI a missing peer skips
+//! the test with a message; with `CI=true` it fails the test.
+
+pub mod pprof_ref;
+pub mod process;
+pub mod stored;
+
+use std::path::{Path, PathBuf};
+
+pub use process::{Flamepipe, Options};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
+}
+
+/// `../shared` beside the repository.
+pub fn shared_dir() -> PathBuf {
+    repo_root().join("../shared")
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    shared_dir().join("fixtures").join(rel)
+}
+
+/// Every file in a fixture folder, sorted.
+pub fn fixtures_in(dir: &str) -> Vec<PathBuf> {
+    let root = shared_dir().join("fixtures").join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("readable dir entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns `path` if it exists. Otherwise fails the test under CI, and outside CI prints why
+/// the test is skipped and returns `None`.
+pub fn require_peer(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let msg = format!("{what} not found at {} (run integration/setup.sh)", path.display());
+    assert!(!in_ci(), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// The `go` binary, for `go tool pprof`.
+pub fn go_tool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join("go")).find(|p| p.is_file())
+    });
+    require_peer(found.unwrap_or_else(|| PathBuf::from("/usr/bin/go")), "go (Debian golang-go)")
+}
+
+/// The Python of a venv made by setup.sh (`.venv` or `.venv-legacy`).
+pub fn venv_python(venv: &str) -> Option<PathBuf> {
+    require_peer(repo_root().join("integration").join(venv).join("bin/python"), &format!("{venv} python"))
+}
+
+/// `node` with integration/node_modules installed.
+pub fn node_with_modules() -> Option<PathBuf> {
+    require_peer(repo_root().join("integration/node_modules/@pyroscope/nodejs"), "@pyroscope/nodejs")?;
+    let node = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("node")).find(|p| p.is_file()));
+    require_peer(node.unwrap_or_else(|| PathBuf::from("/usr/bin/node")), "node")
+}

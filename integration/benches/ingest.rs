@@ -1,0 +1,178 @@
+//! Ingest benchmark over ../shared/bench-corpus (run: `cargo bench --bench ingest`).
+//!
+//! Prints, for the cpu/ and m10/ corpora, in one run:
+//! (a) the decode floor: gunzip + protobuf decode into the pprof structs, one thread,
+//!     thread CPU time;
+//! (b) full ingest: the release `flamepipe` binary with the shipped pipeline shape
+//!     (pyroscope receiver -> segment 1s -> blocks on local disk, fsync, `ack: durable`),
+//!     fed over HTTP by concurrent clients; CPU time of the flamepipe process only;
+//! as MB/s of gzip input per core, the ratio b/a, ack latency, peak RSS and the size of the
+//! stored blocks against the gzip input. Figures are recorded in docs/benchmarks.md.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flamepipe_core::pprof::proto;
+use flamepipe_integration::process::post;
+use flamepipe_integration::{Flamepipe, Options, shared_dir};
+use prost::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
+const CLIENTS: usize = 64;
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// utime + stime of a process, from /proc.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn load(dir: &Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("corpus").map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() { dir_size(&e.path()) } else { meta.len() }
+        })
+        .sum()
+}
+
+struct Floor {
+    mb_s: f64,
+    profiles_s: f64,
+}
+
+fn decode_floor(files: &[Vec<u8>]) -> Floor {
+    let bytes: usize = files.iter().map(Vec::len).sum();
+    let mut best = Duration::MAX;
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        let start = thread_cpu();
+        for f in files {
+            buf.clear();
+            flate2::read::GzDecoder::new(f.as_slice()).read_to_end(&mut buf).unwrap();
+            let p = proto::Profile::decode(buf.as_slice()).unwrap();
+            std::hint::black_box(&p);
+        }
+        best = best.min(thread_cpu() - start);
+    }
+    Floor { mb_s: bytes as f64 / 1e6 / best.as_secs_f64(), profiles_s: files.len() as f64 / best.as_secs_f64() }
+}
+
+struct Ingest {
+    mb_s_per_core: f64,
+    profiles_s_per_core: f64,
+    wall_mb_s: f64,
+    ack_p50: Duration,
+    ack_p99: Duration,
+    peak_rss: f64,
+    stored_ratio: f64,
+}
+
+fn full_ingest(files: &[Vec<u8>], passes: usize) -> Ingest {
+    let opts = Options { flush_interval: "1s", ..Options::default() };
+    let fp = Flamepipe::start(BIN, &opts);
+    let pid = fp.pid();
+    let total: Vec<&Vec<u8>> = (0..passes).flat_map(|_| files.iter()).collect();
+    let bytes: usize = total.iter().map(|f| f.len()).sum();
+    let next = AtomicUsize::new(0);
+    let cpu_before = process_cpu(pid);
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (next, total, url) = (&next, &total, &fp.url);
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(body) = total.get(i) else { break };
+                        let t = Instant::now();
+                        let (status, text) = post(
+                            &format!("{url}/ingest?name=bench-svc-{}.cpu%7Bpod%3Dp{}%7D&format=pprof", i % 8, i % 3),
+                            "application/octet-stream",
+                            body,
+                            &[],
+                        );
+                        assert_eq!(status, 200, "{text}");
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let wall = started.elapsed();
+    let cpu = process_cpu(pid) - cpu_before;
+    latencies.sort();
+    let stored = dir_size(&fp.data);
+    Ingest {
+        mb_s_per_core: bytes as f64 / 1e6 / cpu.as_secs_f64(),
+        profiles_s_per_core: total.len() as f64 / cpu.as_secs_f64(),
+        wall_mb_s: bytes as f64 / 1e6 / wall.as_secs_f64(),
+        ack_p50: latencies[latencies.len() / 2],
+        ack_p99: latencies[latencies.len() * 99 / 100],
+        peak_rss: peak_rss_mib(pid),
+        stored_ratio: stored as f64 / (bytes as f64 / passes as f64),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only for bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let corpus = shared_dir().join("bench-corpus");
+    println!("flamepipe ingest benchmark; corpus {}", corpus.display());
+    println!("{:<6} {:>12} {:>12} {:>14} {:>8} {:>14} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "corpus", "floor MB/s", "floor prof/s", "ingest MB/s/c", "b/a", "ingest prof/s", "wall MB/s", "ack p50", "ack p99", "RSS MiB", "stored/gz");
+    for name in ["cpu", "m10"] {
+        let files = load(&corpus.join(name));
+        let floor = decode_floor(&files);
+        let ingest = full_ingest(&files, 2);
+        println!(
+            "{:<6} {:>12.1} {:>12.0} {:>14.1} {:>8.2} {:>14.0} {:>10.1} {:>10.0?} {:>10.0?} {:>10.0} {:>9.3}",
+            name,
+            floor.mb_s,
+            floor.profiles_s,
+            ingest.mb_s_per_core,
+            ingest.mb_s_per_core / floor.mb_s,
+            ingest.profiles_s_per_core,
+            ingest.wall_mb_s,
+            ingest.ack_p50,
+            ingest.ack_p99,
+            ingest.peak_rss,
+            ingest.stored_ratio,
+        );
+    }
+}

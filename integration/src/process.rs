@@ -1,0 +1,191 @@
+//! The flamepipe process under test: started from a generated pipeline.yaml on loopback
+//! port 0, its bound addresses read back from its JSON logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// What differs between test pipelines.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `durable` or `received`.
+    pub ack: &'static str,
+    pub flush_interval: &'static str,
+    /// Extra YAML lines for the pyroscope receiver (indented by the caller with 4 spaces).
+    pub receiver_extra: String,
+    /// Pipeline channel capacity, when a test needs it small.
+    pub queue_size: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { ack: "durable", flush_interval: "100ms", receiver_extra: String::new(), queue_size: None }
+    }
+}
+
+pub struct Flamepipe {
+    dir: Option<TempDir>,
+    pub data: PathBuf,
+    /// The pyroscope receiver (http://...).
+    pub url: String,
+    pub metrics_url: String,
+    child: Child,
+    binary: PathBuf,
+    config: PathBuf,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Flamepipe {
+    pub fn config_yaml(opts: &Options, data: &Path) -> String {
+        let queue = opts.queue_size.map(|n| format!("  queue_size: {n}\n")).unwrap_or_default();
+        format!(
+            "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}\
+             processors:\n  segment:\n    flush_interval: {flush}\n\
+             exporters:\n  blocks:\n    store: file://{data}\n\
+             service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope]\n      processors: [segment]\n      exporters: [blocks]\n\
+             \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
+            ack = opts.ack,
+            extra = opts.receiver_extra,
+            flush = opts.flush_interval,
+            data = data.display(),
+        )
+    }
+
+    pub fn start(binary: &str, opts: &Options) -> Flamepipe {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("pipeline.yaml");
+        std::fs::write(&config, Self::config_yaml(opts, &data)).expect("write config");
+        Self::start_with(PathBuf::from(binary), dir, data, config)
+    }
+
+    /// Starts again on the same config and data (after a crash or a clean stop).
+    pub fn restart(self) -> Flamepipe {
+        let mut this = self;
+        let _ = this.child.kill();
+        let _ = this.child.wait();
+        let dir = this.dir.take().expect("a running instance has its directory");
+        Self::start_with(this.binary.clone(), dir, this.data.clone(), this.config.clone())
+    }
+
+    fn start_with(binary: PathBuf, dir: TempDir, data: PathBuf, config: PathBuf) -> Flamepipe {
+        let mut child = Command::new(&binary)
+            .args(["run", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flamepipe");
+        let (tx, logs) = mpsc::channel();
+        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                       child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)]
+            .into_iter()
+            .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("[flamepipe] {line}");
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let (mut url, mut metrics_url) = (None, None);
+        while url.is_none() || metrics_url.is_none() {
+            let line = logs.recv_timeout(Duration::from_secs(30)).expect("flamepipe did not report its addresses in 30s");
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let fields = &json["fields"];
+            if fields["message"] != "listening" {
+                continue;
+            }
+            let address = fields["address"].as_str().expect("address field").to_string();
+            let serves = fields["serves"].as_str().unwrap_or_default();
+            if serves.contains("telemetry") {
+                metrics_url = Some(format!("http://{address}"));
+            } else {
+                url = Some(format!("http://{address}"));
+            }
+        }
+        let (url, metrics_url) = (url.unwrap_or_default(), metrics_url.unwrap_or_default());
+        Flamepipe { dir: Some(dir), data, url, metrics_url, child, binary, config, logs }
+    }
+
+    /// The instance's working directory (config, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map(TempDir::path).unwrap_or(Path::new("/nonexistent"))
+    }
+
+    /// Lines logged since the last call.
+    pub fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit (at most `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "flamepipe did not exit within {timeout:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http().get(&format!("{}/metrics", self.metrics_url)).call().expect("GET /metrics").into_body().read_to_string().expect("metrics body")
+    }
+
+    /// The value of one metric sample, e.g. `flamepipe_receiver_refused_requests_total{receiver="pyroscope",reason="bad_gzip"}`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Flamepipe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that returns 4xx/5xx responses instead of failing on them.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// POSTs `body` and returns (status, response text).
+pub fn post(url: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = http().post(url).header("Content-Type", content_type);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}

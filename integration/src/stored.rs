@@ -1,0 +1,36 @@
+//! What flamepipe stored: every profile in every block of a local store, read with the
+//! block reader (the query API comes later).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use flamepipe_core::Profile;
+use flamepipe_core::block::{BlockReader, list_blocks};
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+
+/// A stored profile with the tenant it belongs to.
+pub struct StoredProfile {
+    pub tenant: String,
+    pub profile: Profile,
+}
+
+pub fn read_store(dir: &Path) -> Vec<StoredProfile> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        if !dir.exists() {
+            return Vec::new();
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).expect("store dir"));
+        let mut out = Vec::new();
+        for block in list_blocks(store.as_ref(), None).await.expect("list blocks") {
+            let reader = BlockReader::open(Arc::clone(&store), block.path.clone()).await.expect("open block");
+            for ds in &reader.meta().datasets {
+                for profile in reader.profiles(ds).await.expect("read dataset") {
+                    out.push(StoredProfile { tenant: block.tenant.clone(), profile });
+                }
+            }
+        }
+        out
+    })
+}
