@@ -64,6 +64,11 @@ if [ "$FORCE" -eq 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ] && ev
 fi
 rm -f "$STAMP"
 
+# 0. curl, which the tests use where a client must read an early 413.
+if ! command -v curl >/dev/null 2>&1; then
+  apt_install curl
+fi
+
 # 1. go, for `go tool pprof`.
 if dpkg -s golang-go >/dev/null 2>&1 && command -v go >/dev/null 2>&1; then
   log "golang-go present ($(go version | cut -d' ' -f3))"

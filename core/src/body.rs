@@ -78,6 +78,9 @@ mod tests {
     #[test]
     fn reports_truncated_gzip() {
         let data = gz(&(0..50_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<_>>());
-        assert!(matches!(gunzip(&data[..data.len() / 2], 1 << 20), Err(BodyError::Gzip(_))));
+        assert!(matches!(
+            gunzip(&data[..data.len() / 2], 1 << 20),
+            Err(BodyError::Gzip(_))
+        ));
     }
 }

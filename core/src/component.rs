@@ -32,12 +32,20 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(tenant: impl Into<Arc<str>>, profiles: Vec<Profile>) -> Self {
-        Batch { tenant: tenant.into(), profiles, acks: Vec::new() }
+        Batch {
+            tenant: tenant.into(),
+            profiles,
+            acks: Vec::new(),
+        }
     }
 
     /// A copy for another pipeline; acknowledgement waits for both.
     pub fn fork(&self) -> Batch {
-        Batch { tenant: Arc::clone(&self.tenant), profiles: self.profiles.clone(), acks: self.acks.clone() }
+        Batch {
+            tenant: Arc::clone(&self.tenant),
+            profiles: self.profiles.clone(),
+            acks: self.acks.clone(),
+        }
     }
 
     pub fn approx_bytes(&self) -> usize {
@@ -72,7 +80,12 @@ pub type AckWaiter = oneshot::Receiver<Result<(), String>>;
 impl Ack {
     pub fn new() -> (Ack, AckWaiter) {
         let (tx, rx) = oneshot::channel();
-        (Ack(Arc::new(AckState { tx: Mutex::new(Some(tx)) })), rx)
+        (
+            Ack(Arc::new(AckState {
+                tx: Mutex::new(Some(tx)),
+            })),
+            rx,
+        )
     }
 
     /// Fails the request now; later shares dropping change nothing.
@@ -124,7 +137,11 @@ impl PipelineSender {
         let mut batch = Some(batch);
         let last = permits.len().saturating_sub(1);
         for (i, permit) in permits.into_iter().enumerate() {
-            let b = if i == last { batch.take().unwrap_or_default() } else { batch.as_ref().map(Batch::fork).unwrap_or_default() };
+            let b = if i == last {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.as_ref().map(Batch::fork).unwrap_or_default()
+            };
             permit.send(b);
         }
         Ok(())
@@ -145,7 +162,9 @@ impl Output {
     /// Sends to every target, waiting while they are full: back-pressure reaches the
     /// receivers through the pipeline's first channel.
     pub async fn send(&self, batch: Batch) {
-        let Some((last, rest)) = self.targets.split_last() else { return };
+        let Some((last, rest)) = self.targets.split_last() else {
+            return;
+        };
         for tx in rest {
             let fork = batch.fork();
             if let Err(e) = tx.send(fork).await {
@@ -196,7 +215,10 @@ pub struct BuildContext {
 
 impl BuildContext {
     pub fn for_component(&self, id: &str) -> BuildContext {
-        BuildContext { id: id.into(), ..self.clone() }
+        BuildContext {
+            id: id.into(),
+            ..self.clone()
+        }
     }
 }
 

@@ -17,7 +17,10 @@ pub struct ConfigIssue {
 
 impl ConfigIssue {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigIssue { path: path.into(), message: message.into() }
+        ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -52,9 +55,9 @@ impl fmt::Display for Duration {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Duration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); expected e.g. \"1s\", \"250ms\"")))
+        humantime::parse_duration(&s).map(Duration).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); expected e.g. \"1s\", \"250ms\""))
+        })
     }
 }
 
@@ -96,7 +99,9 @@ impl FromStr for ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
-        let n: u64 = digits.parse().map_err(|_| format!("invalid byte size {s:?}; expected e.g. \"16MiB\""))?;
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid byte size {s:?}; expected e.g. \"16MiB\""))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" => 1000,
@@ -105,9 +110,15 @@ impl FromStr for ByteSize {
             "MiB" => 1 << 20,
             "GB" => 1_000_000_000,
             "GiB" => 1 << 30,
-            other => return Err(format!("unknown byte size unit {other:?}; use B, KB, KiB, MB, MiB, GB or GiB")),
+            other => {
+                return Err(format!(
+                    "unknown byte size unit {other:?}; use B, KB, KiB, MB, MiB, GB or GiB"
+                ));
+            }
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("byte size {s:?} is too large"))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("byte size {s:?} is too large"))
     }
 }
 

@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(parse_app_name("app.cpu").unwrap(), ("app.cpu".into(), vec![]));
         let (app, tags) = parse_app_name("my-app.cpu{env=prod, region = \"eu\" ,}").unwrap();
         assert_eq!(app, "my-app.cpu");
-        assert_eq!(tags, vec![("env".into(), "prod".into()), ("region".into(), "eu".into())]);
+        assert_eq!(
+            tags,
+            vec![("env".into(), "prod".into()), ("region".into(), "eu".into())]
+        );
     }
 
     #[test]
@@ -170,7 +173,13 @@ mod tests {
         assert_eq!(parse_app_name("{a=b}"), Err(NameParseError::EmptyName));
         assert!(matches!(parse_app_name("app{a=b"), Err(NameParseError::Unclosed(_))));
         assert!(matches!(parse_app_name("app{a}"), Err(NameParseError::NotKeyValue(_))));
-        assert!(matches!(parse_app_name("app{1a=b}"), Err(NameParseError::InvalidLabelName(_))));
-        assert!(matches!(parse_app_name("app{a=b}x"), Err(NameParseError::TrailingText(_))));
+        assert!(matches!(
+            parse_app_name("app{1a=b}"),
+            Err(NameParseError::InvalidLabelName(_))
+        ));
+        assert!(matches!(
+            parse_app_name("app{a=b}x"),
+            Err(NameParseError::TrailingText(_))
+        ));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::labels::Labels;
 use crate::profile_type::ProfileType;
-use crate::symbols::Symbols;
+use crate::symbols::{FrameName, Symbols};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
@@ -47,6 +47,12 @@ impl Profile {
     /// the innermost inlined function of the first location, and a function that appears
     /// several times in one stack counts once toward its cumulative total.
     pub fn function_totals(&self) -> HashMap<String, Totals> {
+        self.function_totals_by(|name| name.to_string())
+    }
+
+    /// [`Profile::function_totals`] with frames named by `name_of` (frames given the same
+    /// name count as one function).
+    pub fn function_totals_by(&self, name_of: impl Fn(FrameName<'_>) -> String) -> HashMap<String, Totals> {
         let mut per_stack: HashMap<u32, i64> = HashMap::new();
         for s in &self.samples {
             *per_stack.entry(s.stack).or_default() += s.value;
@@ -56,8 +62,8 @@ impl Profile {
         for (stack, value) in per_stack {
             seen.clear();
             for (depth, &loc) in self.symbols.stack(stack).iter().enumerate() {
-                for (i, name) in self.symbols.frame_names(loc).enumerate() {
-                    let name = name.to_string();
+                for (i, frame) in self.symbols.frame_names(loc).enumerate() {
+                    let name = name_of(frame);
                     if depth == 0 && i == 0 {
                         totals.entry(name.clone()).or_default().flat += value;
                     }

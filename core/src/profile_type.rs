@@ -69,10 +69,7 @@ pub const DEFAULT_DISPLAY_NAMES: &[(&str, &str)] = &[
 /// any `wall` sample type gives `wall`; then the first type whose display name contains `cpu`
 /// gives `process_cpu`, `alloc_`/`inuse_` (or is `space`/`objects`) `memory`, `mutex_`
 /// `mutex`, `block_` `block`, `goroutines` `goroutines`; else the last display name.
-pub fn pprof_profile_name<'a>(
-    sample_types: &[&'a str],
-    display_name: impl Fn(&'a str) -> Option<&'a str>,
-) -> String {
+pub fn pprof_profile_name<'a>(sample_types: &[&'a str], display_name: impl Fn(&'a str) -> Option<&'a str>) -> String {
     if sample_types.contains(&"wall") {
         return "wall".to_string();
     }
@@ -147,7 +144,10 @@ mod tests {
         assert_eq!(t.name, "process_cpu");
         assert_eq!(t.id(), id);
         assert!(ProfileType::parse("process_cpu:cpu").is_err());
-        assert_eq!(ProfileType::parse("memory:alloc_space:bytes::").unwrap().period_type, "");
+        assert_eq!(
+            ProfileType::parse("memory:alloc_space:bytes::").unwrap().period_type,
+            ""
+        );
     }
 
     #[test]

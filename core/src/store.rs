@@ -64,10 +64,14 @@ impl StoreRegistry {
         let store: Arc<dyn ObjectStore> = match &location {
             StoreLocation::Memory(_) => Arc::new(InMemory::new()),
             StoreLocation::Local(path) => {
-                std::fs::create_dir_all(path)
-                    .map_err(|e| StoreError::Open { url: url.to_string(), message: e.to_string() })?;
-                let fs = LocalFileSystem::new_with_prefix(path)
-                    .map_err(|e| StoreError::Open { url: url.to_string(), message: e.to_string() })?;
+                std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| StoreError::Open {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })?;
                 // Durable acknowledgement means the data survives a power cut, not just a crash.
                 Arc::new(fs.with_fsync(true))
             }
@@ -83,9 +87,18 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        assert_eq!(StoreLocation::parse("file://./data").unwrap(), StoreLocation::Local("./data".into()));
-        assert_eq!(StoreLocation::parse("/var/x").unwrap(), StoreLocation::Local("/var/x".into()));
-        assert_eq!(StoreLocation::parse("memory://").unwrap(), StoreLocation::Memory(String::new()));
+        assert_eq!(
+            StoreLocation::parse("file://./data").unwrap(),
+            StoreLocation::Local("./data".into())
+        );
+        assert_eq!(
+            StoreLocation::parse("/var/x").unwrap(),
+            StoreLocation::Local("/var/x".into())
+        );
+        assert_eq!(
+            StoreLocation::parse("memory://").unwrap(),
+            StoreLocation::Memory(String::new())
+        );
         assert!(StoreLocation::parse("s4://bucket").is_err());
     }
 

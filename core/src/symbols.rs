@@ -91,7 +91,10 @@ impl Symbols {
     }
 
     pub fn label_set(&self, id: u32) -> &[SampleLabel] {
-        let (a, b) = (self.label_set_offsets[id as usize], self.label_set_offsets[id as usize + 1]);
+        let (a, b) = (
+            self.label_set_offsets[id as usize],
+            self.label_set_offsets[id as usize + 1],
+        );
         &self.label_set_labels[a as usize..b as usize]
     }
 
@@ -103,7 +106,10 @@ impl Symbols {
     /// location's address in hex when the location has no symbol.
     pub fn frame_names(&self, location: u32) -> impl Iterator<Item = FrameName<'_>> {
         let loc = &self.locations[location as usize];
-        let unsymbolized = loc.lines.is_empty().then_some(FrameName::Address(loc.address));
+        let unsymbolized = loc.lines.is_empty().then(|| FrameName::Address {
+            address: loc.address,
+            mapping_file: self.str(self.mappings[loc.mapping as usize].filename),
+        });
         loc.lines
             .iter()
             .map(|l| FrameName::Function(self.str(self.functions[l.function as usize].name)))
@@ -126,14 +132,18 @@ impl Symbols {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FrameName<'a> {
     Function(&'a str),
-    Address(u64),
+    /// An unsymbolized frame: its address and the file of its mapping (`""` if none).
+    Address {
+        address: u64,
+        mapping_file: &'a str,
+    },
 }
 
 impl std::fmt::Display for FrameName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameName::Function(name) => f.write_str(name),
-            FrameName::Address(addr) => write!(f, "{addr:#x}"),
+            FrameName::Address { address, .. } => write!(f, "{address:#x}"),
         }
     }
 }
@@ -230,7 +240,9 @@ impl SymbolsBuilder {
         }
         let id = self.table.label_set_count() as u32;
         self.table.label_set_labels.extend_from_slice(labels);
-        self.table.label_set_offsets.push(self.table.label_set_labels.len() as u32);
+        self.table
+            .label_set_offsets
+            .push(self.table.label_set_labels.len() as u32);
         self.label_sets.insert(labels.into(), id);
         id
     }
@@ -276,7 +288,10 @@ impl SymbolsBuilder {
                     lines: l
                         .lines
                         .iter()
-                        .map(|line| Line { function: functions[line.function as usize], line: line.line })
+                        .map(|line| Line {
+                            function: functions[line.function as usize],
+                            line: line.line,
+                        })
                         .collect(),
                 })
             })
@@ -328,8 +343,15 @@ mod tests {
     fn interning_dedups_and_import_remaps() {
         let mut a = SymbolsBuilder::new();
         let name = a.string("main");
-        let f = a.function(Function { name, ..Default::default() });
-        let loc = a.location(Location { mapping: 0, address: 0x10, lines: vec![Line { function: f, line: 3 }] });
+        let f = a.function(Function {
+            name,
+            ..Default::default()
+        });
+        let loc = a.location(Location {
+            mapping: 0,
+            address: 0x10,
+            lines: vec![Line { function: f, line: 3 }],
+        });
         assert_eq!(a.string("main"), name);
         let s1 = a.stack(&[loc]);
         assert_eq!(a.stack(&[loc]), s1);
@@ -340,7 +362,10 @@ mod tests {
         let remap = b.import(&a);
         let b = b.finish();
         let loc_b = b.stack(remap.stacks[s1 as usize])[0];
-        assert_eq!(b.frame_names(loc_b).map(|n| n.to_string()).collect::<Vec<_>>(), vec!["main"]);
+        assert_eq!(
+            b.frame_names(loc_b).map(|n| n.to_string()).collect::<Vec<_>>(),
+            vec!["main"]
+        );
         assert_eq!(remap.label_sets, vec![0]);
     }
 }

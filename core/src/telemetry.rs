@@ -75,9 +75,21 @@ impl Telemetry {
             "Profiles handed on by segment flushes",
             flushed_profiles.clone(),
         );
-        registry.register("exporter_written_bytes", "Bytes written to object storage", written_bytes.clone());
-        registry.register("exporter_written_blocks", "Block objects written", written_blocks.clone());
-        registry.register("exporter_failed_writes", "Block writes that failed", failed_writes.clone());
+        registry.register(
+            "exporter_written_bytes",
+            "Bytes written to object storage",
+            written_bytes.clone(),
+        );
+        registry.register(
+            "exporter_written_blocks",
+            "Block objects written",
+            written_blocks.clone(),
+        );
+        registry.register(
+            "exporter_failed_writes",
+            "Block writes that failed",
+            failed_writes.clone(),
+        );
         Telemetry {
             registry: Mutex::new(registry),
             accepted_profiles,
@@ -92,8 +104,12 @@ impl Telemetry {
     }
 
     pub fn accepted(&self, receiver: &str, profiles: u64, bytes: u64) {
-        self.accepted_profiles.get_or_create(&component("receiver", receiver)).inc_by(profiles);
-        self.accepted_bytes.get_or_create(&component("receiver", receiver)).inc_by(bytes);
+        self.accepted_profiles
+            .get_or_create(&component("receiver", receiver))
+            .inc_by(profiles);
+        self.accepted_bytes
+            .get_or_create(&component("receiver", receiver))
+            .inc_by(bytes);
     }
 
     pub fn refused(&self, receiver: &str, reason: &str) {
@@ -103,13 +119,21 @@ impl Telemetry {
     }
 
     pub fn segment_flushed(&self, processor: &str, seconds: f64, profiles: u64) {
-        self.flush_seconds.get_or_create(&component("processor", processor)).observe(seconds);
-        self.flushed_profiles.get_or_create(&component("processor", processor)).inc_by(profiles);
+        self.flush_seconds
+            .get_or_create(&component("processor", processor))
+            .observe(seconds);
+        self.flushed_profiles
+            .get_or_create(&component("processor", processor))
+            .inc_by(profiles);
     }
 
     pub fn block_written(&self, exporter: &str, bytes: u64) {
-        self.written_bytes.get_or_create(&component("exporter", exporter)).inc_by(bytes);
-        self.written_blocks.get_or_create(&component("exporter", exporter)).inc();
+        self.written_bytes
+            .get_or_create(&component("exporter", exporter))
+            .inc_by(bytes);
+        self.written_blocks
+            .get_or_create(&component("exporter", exporter))
+            .inc();
     }
 
     pub fn write_failed(&self, exporter: &str) {
@@ -136,8 +160,13 @@ mod tests {
         t.accepted("pyroscope", 2, 100);
         t.refused("pyroscope", "bad_gzip");
         let text = t.encode();
-        assert!(text.contains("flamepipe_receiver_accepted_profiles_total{receiver=\"pyroscope\"} 2"), "{text}");
-        assert!(text.contains("flamepipe_receiver_refused_requests_total{receiver=\"pyroscope\",reason=\"bad_gzip\"} 1"));
+        assert!(
+            text.contains("flamepipe_receiver_accepted_profiles_total{receiver=\"pyroscope\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flamepipe_receiver_refused_requests_total{receiver=\"pyroscope\",reason=\"bad_gzip\"} 1")
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -50,7 +50,10 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 fn load(dir: &Path) -> Vec<Vec<u8>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("corpus").map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("corpus")
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }
@@ -79,13 +82,18 @@ fn decode_floor(files: &[Vec<u8>]) -> Floor {
         let start = thread_cpu();
         for f in files {
             buf.clear();
-            flate2::read::GzDecoder::new(f.as_slice()).read_to_end(&mut buf).unwrap();
+            flate2::read::GzDecoder::new(f.as_slice())
+                .read_to_end(&mut buf)
+                .unwrap();
             let p = proto::Profile::decode(buf.as_slice()).unwrap();
             std::hint::black_box(&p);
         }
         best = best.min(thread_cpu() - start);
     }
-    Floor { mb_s: bytes as f64 / 1e6 / best.as_secs_f64(), profiles_s: files.len() as f64 / best.as_secs_f64() }
+    Floor {
+        mb_s: bytes as f64 / 1e6 / best.as_secs_f64(),
+        profiles_s: files.len() as f64 / best.as_secs_f64(),
+    }
 }
 
 struct Ingest {
@@ -99,7 +107,10 @@ struct Ingest {
 }
 
 fn full_ingest(files: &[Vec<u8>], passes: usize) -> Ingest {
-    let opts = Options { flush_interval: "1s", ..Options::default() };
+    let opts = Options {
+        flush_interval: "1s",
+        ..Options::default()
+    };
     let fp = Flamepipe::start(BIN, &opts);
     let pid = fp.pid();
     let total: Vec<&Vec<u8>> = (0..passes).flat_map(|_| files.iter()).collect();
@@ -118,7 +129,11 @@ fn full_ingest(files: &[Vec<u8>], passes: usize) -> Ingest {
                         let Some(body) = total.get(i) else { break };
                         let t = Instant::now();
                         let (status, text) = post(
-                            &format!("{url}/ingest?name=bench-svc-{}.cpu%7Bpod%3Dp{}%7D&format=pprof", i % 8, i % 3),
+                            &format!(
+                                "{url}/ingest?name=bench-svc-{}.cpu%7Bpod%3Dp{}%7D&format=pprof",
+                                i % 8,
+                                i % 3
+                            ),
                             "application/octet-stream",
                             body,
                             &[],
@@ -154,8 +169,20 @@ fn main() {
     }
     let corpus = shared_dir().join("bench-corpus");
     println!("flamepipe ingest benchmark; corpus {}", corpus.display());
-    println!("{:<6} {:>12} {:>12} {:>14} {:>8} {:>14} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "corpus", "floor MB/s", "floor prof/s", "ingest MB/s/c", "b/a", "ingest prof/s", "wall MB/s", "ack p50", "ack p99", "RSS MiB", "stored/gz");
+    println!(
+        "{:<6} {:>12} {:>12} {:>14} {:>8} {:>14} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "corpus",
+        "floor MB/s",
+        "floor prof/s",
+        "ingest MB/s/c",
+        "b/a",
+        "ingest prof/s",
+        "wall MB/s",
+        "ack p50",
+        "ack p99",
+        "RSS MiB",
+        "stored/gz"
+    );
     for name in ["cpu", "m10"] {
         let files = load(&corpus.join(name));
         let floor = decode_floor(&files);

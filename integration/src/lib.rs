@@ -18,7 +18,10 @@ pub use process::{Flamepipe, Options};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration/ has a parent")
+        .to_path_buf()
 }
 
 /// `../shared` beside the repository.
@@ -60,20 +63,34 @@ pub fn require_peer(path: PathBuf, what: &str) -> Option<PathBuf> {
 /// The `go` binary, for `go tool pprof`.
 pub fn go_tool() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join("go")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|p| p.join("go"))
+            .find(|p| p.is_file())
     });
-    require_peer(found.unwrap_or_else(|| PathBuf::from("/usr/bin/go")), "go (Debian golang-go)")
+    require_peer(
+        found.unwrap_or_else(|| PathBuf::from("/usr/bin/go")),
+        "go (Debian golang-go)",
+    )
 }
 
 /// The Python of a venv made by setup.sh (`.venv` or `.venv-legacy`).
 pub fn venv_python(venv: &str) -> Option<PathBuf> {
-    require_peer(repo_root().join("integration").join(venv).join("bin/python"), &format!("{venv} python"))
+    require_peer(
+        repo_root().join("integration").join(venv).join("bin/python"),
+        &format!("{venv} python"),
+    )
 }
 
 /// `node` with integration/node_modules installed.
 pub fn node_with_modules() -> Option<PathBuf> {
-    require_peer(repo_root().join("integration/node_modules/@pyroscope/nodejs"), "@pyroscope/nodejs")?;
-    let node = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("node")).find(|p| p.is_file()));
+    require_peer(
+        repo_root().join("integration/node_modules/@pyroscope/nodejs"),
+        "@pyroscope/nodejs",
+    )?;
+    let node = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("node"))
+            .find(|p| p.is_file())
+    });
     require_peer(node.unwrap_or_else(|| PathBuf::from("/usr/bin/node")), "node")
 }

@@ -1,8 +1,10 @@
-//! The reference answer: per-function totals as `go tool pprof -raw` reads a profile.
+//! The reference answer: per-function totals as `go tool pprof` reads a profile.
 //!
-//! `-raw` prints every sample's values and location ids, then every location with its
-//! (possibly inlined) function lines. From that we compute flat and cumulative totals per
-//! function with pprof's rules; nothing here uses flamepipe's own decoder.
+//! `-raw` gives the sample types; then, per sample type, `-traces` prints every sample's value
+//! (in the type's own unit, so nothing is rounded) and its frames by function name, inlined
+//! frames included. Flat and cumulative totals follow pprof's rules. Nothing here uses
+//! flamepipe's own decoder. (`-raw` alone is ambiguous: it prints `name file:line` and both
+//! may hold spaces.)
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,104 +13,50 @@ use std::process::Command;
 /// Per sample type (`cpu/nanoseconds`), per function: (flat, cum).
 pub type ReferenceTotals = HashMap<String, HashMap<String, (i64, i64)>>;
 
-pub fn go_pprof_totals(go: &Path, profile: &Path) -> ReferenceTotals {
-    let out = Command::new(go).args(["tool", "pprof", "-raw"]).arg(profile).output().expect("run go tool pprof");
-    assert!(out.status.success(), "go tool pprof -raw {}: {}", profile.display(), String::from_utf8_lossy(&out.stderr));
-    parse_raw(&String::from_utf8_lossy(&out.stdout))
+fn go_pprof(go: &Path, profile: &Path, args: &[&str]) -> String {
+    let out = Command::new(go)
+        .args(["tool", "pprof", "-symbolize=none"])
+        .args(args)
+        .arg(profile)
+        .output()
+        .expect("run go tool pprof");
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} {}: {}",
+        profile.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn parse_raw(text: &str) -> ReferenceTotals {
-    #[derive(PartialEq)]
-    enum Section {
-        Header,
-        Samples,
-        Locations,
-        Other,
-    }
-    let mut section = Section::Header;
-    let mut types: Vec<String> = Vec::new();
-    let mut samples: Vec<(Vec<i64>, Vec<u64>)> = Vec::new();
-    let mut locations: HashMap<u64, Vec<String>> = HashMap::new();
-    let mut current: Option<u64> = None;
-    for line in text.lines() {
-        match line.trim_end() {
-            "Samples:" => {
-                section = Section::Samples;
-                continue;
-            }
-            "Locations" => {
-                section = Section::Locations;
-                continue;
-            }
-            "Mappings" => {
-                section = Section::Other;
-                continue;
-            }
-            _ => {}
-        }
-        match section {
-            Section::Samples if types.is_empty() => {
-                types = line.split_whitespace().map(str::to_string).collect();
-            }
-            Section::Samples => {
-                let Some((values, ids)) = line.split_once(':') else { continue };
-                let values: Option<Vec<i64>> = values.split_whitespace().map(|v| v.parse().ok()).collect();
-                // Label lines (`  key:[value]`) do not parse as numbers and are skipped.
-                let Some(values) = values.filter(|v| v.len() == types.len()) else { continue };
-                let ids: Option<Vec<u64>> = ids.split_whitespace().map(|v| v.parse().ok()).collect();
-                let Some(ids) = ids else { continue };
-                samples.push((values, ids));
-            }
-            Section::Locations => {
-                let trimmed = line.trim_start();
-                let (id, rest) = match trimmed.split_once(": ") {
-                    Some((id, rest)) if id.parse::<u64>().is_ok() && line.starts_with(' ') && !rest.is_empty() => {
-                        (Some(id.parse::<u64>().unwrap_or_default()), rest)
-                    }
-                    _ => (None, trimmed),
-                };
-                let rest = match id {
-                    Some(id) => {
-                        current = Some(id);
-                        // `0xADDR M=N name file:line s=N`, or just the address and mapping.
-                        let mut parts = rest.splitn(3, ' ');
-                        let addr = parts.next().unwrap_or_default();
-                        let _mapping = parts.next();
-                        let rest = parts.next().unwrap_or("").trim();
-                        if rest.is_empty() {
-                            locations.entry(id).or_default().push(format!("0x{:x}", u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap_or(0)));
-                            continue;
-                        }
-                        rest
-                    }
-                    None => rest.trim(),
-                };
-                let Some(loc) = current else { continue };
-                // `name file:line s=N`: strip ` s=N`, then the last space-separated field.
-                let without_start = rest.rsplit_once(" s=").map_or(rest, |(a, _)| a);
-                let name = without_start.rsplit_once(' ').map_or(without_start, |(a, _)| a);
-                locations.entry(loc).or_default().push(name.to_string());
-            }
-            _ => {}
-        }
-    }
-    let mut totals: ReferenceTotals = HashMap::new();
-    for (i, t) in types.iter().enumerate() {
-        let per_fn = totals.entry(t.clone()).or_default();
-        for (values, ids) in &samples {
-            let value = values[i];
+pub fn go_pprof_totals(go: &Path, profile: &Path) -> ReferenceTotals {
+    let types = sample_types(&go_pprof(go, profile, &["-raw"]));
+    let mut totals = ReferenceTotals::new();
+    for (i, sample_type) in types.iter().enumerate() {
+        let index = format!("-sample_index={i}");
+        let mut args = vec!["-traces", index.as_str()];
+        let unit = sample_type.rsplit_once('/').map_or("", |(_, u)| u);
+        let unit_flag = match unit {
+            "nanoseconds" => Some("-unit=ns"),
+            "microseconds" => Some("-unit=us"),
+            "milliseconds" => Some("-unit=ms"),
+            "seconds" => Some("-unit=s"),
+            "bytes" => Some("-unit=B"),
+            _ => None,
+        };
+        args.extend(unit_flag);
+        let per_fn = totals.entry(sample_type.clone()).or_default();
+        for (value, frames) in parse_traces(&go_pprof(go, profile, &args)) {
             if value == 0 {
                 continue;
             }
             let mut seen = HashSet::new();
-            for (depth, id) in ids.iter().enumerate() {
-                for (j, name) in locations.get(id).into_iter().flatten().enumerate() {
-                    if depth == 0 && j == 0 {
-                        per_fn.entry(name.clone()).or_default().0 += value;
-                    }
-                    if seen.insert(name.clone()) {
-                        per_fn.entry(name.clone()).or_default().1 += value;
-                    }
+            for (depth, name) in frames.iter().enumerate() {
+                if depth == 0 {
+                    per_fn.entry(name.clone()).or_default().0 += value;
+                }
+                if seen.insert(name) {
+                    per_fn.entry(name.clone()).or_default().1 += value;
                 }
             }
         }
@@ -116,18 +64,83 @@ fn parse_raw(text: &str) -> ReferenceTotals {
     totals
 }
 
+/// The `type/unit` pairs of `-raw`'s sample header. A type may hold spaces (austin's
+/// `Wall time/μs`), so a pair ends at the token with the `/`.
+fn sample_types(raw: &str) -> Vec<String> {
+    let mut lines = raw.lines().skip_while(|l| l.trim_end() != "Samples:");
+    let Some(header) = lines.nth(1) else { return Vec::new() };
+    let mut types = Vec::new();
+    let mut pending = String::new();
+    for token in header.split_whitespace() {
+        if !pending.is_empty() {
+            pending.push(' ');
+        }
+        pending.push_str(token.trim_end_matches("[dflt]"));
+        if token.contains('/') {
+            types.push(std::mem::take(&mut pending));
+        }
+    }
+    types
+}
+
+/// Samples of `-traces` output: blocks after a `-----------+----` rule, label lines
+/// (`key:  value`) first, then frames, the first with the value: `%10s   %s`.
+fn parse_traces(text: &str) -> Vec<(i64, Vec<String>)> {
+    let mut samples: Vec<(i64, Vec<String>)> = Vec::new();
+    let mut in_trace = false;
+    for line in text.lines() {
+        if line.starts_with("-----------+") {
+            in_trace = true;
+            continue;
+        }
+        if !in_trace {
+            continue;
+        }
+        // A frame under the first has an empty value column: 10 + 3 spaces.
+        if line.starts_with("             ") {
+            if let Some(last) = samples.last_mut() {
+                last.1.push(frame_name(line.trim()));
+            }
+            continue;
+        }
+        let Some((head, name)) = line.trim_start().split_once("   ") else {
+            continue;
+        };
+        let digits: String = head
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == '.')
+            .collect();
+        if digits.is_empty() || !head[digits.len()..].chars().all(|c| c.is_alphabetic()) {
+            // A label line such as ` Thread ID:  2464`.
+            continue;
+        }
+        let value: i64 = digits
+            .parse()
+            .unwrap_or_else(|_| panic!("go tool pprof rounded a value: {line:?}"));
+        samples.push((value, vec![frame_name(name.trim_start())]));
+    }
+    samples
+}
+
+fn frame_name(name: &str) -> String {
+    name.trim_end_matches(" (inline)").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_raw_output() {
-        let text = "PeriodType: cpu nanoseconds\nSamples:\nsamples/count cpu/nanoseconds\n          2   20: 1 2 \n                foo:[bar]\n          1   10: 2 \nLocations\n     1: 0x10 M=1 main.inner /a.go:3 s=0\n             main.outer /a.go:9 s=0\n     2: 0x20 M=1 main.main /a.go:20 s=0\n     3: 0x30 M=1 \nMappings\n1: 0x0/0x0/0x0   [FN]\n";
-        let t = parse_raw(text);
-        let cpu = &t["cpu/nanoseconds"];
-        assert_eq!(cpu["main.inner"], (20, 20));
-        assert_eq!(cpu["main.outer"], (0, 20));
-        assert_eq!(cpu["main.main"], (10, 30));
-        assert_eq!(t["samples/count"]["main.main"], (1, 3));
+    fn parses_traces_and_types() {
+        let raw = "PeriodType: cpu nanoseconds\nSamples:\nsamples/count Wall time/μs[dflt]\n   1 2: 1\n";
+        assert_eq!(sample_types(raw), vec!["samples/count", "Wall time/μs"]);
+        let traces = "Type: cpu\n-----------+------\n Thread ID:  2464\n160000000ns   main.inner (inline)\n             main.outer\n-----------+------\n      1113   <module>\n";
+        assert_eq!(
+            parse_traces(traces),
+            vec![
+                (160000000, vec!["main.inner".to_string(), "main.outer".to_string()]),
+                (1113, vec!["<module>".to_string()])
+            ]
+        );
     }
 }

@@ -23,7 +23,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ack: "durable", flush_interval: "100ms", receiver_extra: String::new(), queue_size: None }
+        Options {
+            ack: "durable",
+            flush_interval: "100ms",
+            receiver_extra: String::new(),
+            queue_size: None,
+        }
     }
 }
 
@@ -41,7 +46,10 @@ pub struct Flamepipe {
 
 impl Flamepipe {
     pub fn config_yaml(opts: &Options, data: &Path) -> String {
-        let queue = opts.queue_size.map(|n| format!("  queue_size: {n}\n")).unwrap_or_default();
+        let queue = opts
+            .queue_size
+            .map(|n| format!("  queue_size: {n}\n"))
+            .unwrap_or_default();
         format!(
             "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}\
              processors:\n  segment:\n    flush_interval: {flush}\n\
@@ -83,10 +91,18 @@ impl Flamepipe {
             .spawn()
             .expect("start flamepipe");
         let (tx, logs) = mpsc::channel();
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                       child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)]
-            .into_iter()
-            .flatten()
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
         {
             let tx = tx.clone();
             std::thread::spawn(move || {
@@ -98,8 +114,12 @@ impl Flamepipe {
         }
         let (mut url, mut metrics_url) = (None, None);
         while url.is_none() || metrics_url.is_none() {
-            let line = logs.recv_timeout(Duration::from_secs(30)).expect("flamepipe did not report its addresses in 30s");
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let line = logs
+                .recv_timeout(Duration::from_secs(30))
+                .expect("flamepipe did not report its addresses in 30s");
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
             let fields = &json["fields"];
             if fields["message"] != "listening" {
                 continue;
@@ -113,12 +133,24 @@ impl Flamepipe {
             }
         }
         let (url, metrics_url) = (url.unwrap_or_default(), metrics_url.unwrap_or_default());
-        Flamepipe { dir: Some(dir), data, url, metrics_url, child, binary, config, logs }
+        Flamepipe {
+            dir: Some(dir),
+            data,
+            url,
+            metrics_url,
+            child,
+            binary,
+            config,
+            logs,
+        }
     }
 
     /// The instance's working directory (config, data).
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().map(TempDir::path).unwrap_or(Path::new("/nonexistent"))
+        self.dir
+            .as_ref()
+            .map(TempDir::path)
+            .unwrap_or(Path::new("/nonexistent"))
     }
 
     /// Lines logged since the last call.
@@ -138,20 +170,32 @@ impl Flamepipe {
 
     /// SIGTERM, then wait for the exit (at most `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
         assert!(status.success());
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "flamepipe did not exit within {timeout:?} of SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flamepipe did not exit within {timeout:?} of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn metrics(&self) -> String {
-        http().get(&format!("{}/metrics", self.metrics_url)).call().expect("GET /metrics").into_body().read_to_string().expect("metrics body")
+        http()
+            .get(&format!("{}/metrics", self.metrics_url))
+            .call()
+            .expect("GET /metrics")
+            .into_body()
+            .read_to_string()
+            .expect("metrics body")
     }
 
     /// The value of one metric sample, e.g. `flamepipe_receiver_refused_requests_total{receiver="pyroscope",reason="bad_gzip"}`.
@@ -188,4 +232,29 @@ pub fn post(url: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]
     let mut resp = req.send(body).expect("POST");
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// POSTs with curl, which reads an early answer (a 413 sent before the body was read) where
+/// a client that insists on writing the whole body first would only see a broken pipe.
+pub fn post_with_curl(url: &str, body: &[u8]) -> (u16, String) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), body).expect("write body");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.path().display()))
+        .arg(url)
+        .output()
+        .expect("run curl (setup.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }

@@ -16,7 +16,10 @@ pub struct StoredProfile {
 }
 
 pub fn read_store(dir: &Path) -> Vec<StoredProfile> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         if !dir.exists() {
             return Vec::new();
@@ -24,13 +27,36 @@ pub fn read_store(dir: &Path) -> Vec<StoredProfile> {
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).expect("store dir"));
         let mut out = Vec::new();
         for block in list_blocks(store.as_ref(), None).await.expect("list blocks") {
-            let reader = BlockReader::open(Arc::clone(&store), block.path.clone()).await.expect("open block");
+            let reader = BlockReader::open(Arc::clone(&store), block.path.clone())
+                .await
+                .expect("open block");
             for ds in &reader.meta().datasets {
                 for profile in reader.profiles(ds).await.expect("read dataset") {
-                    out.push(StoredProfile { tenant: block.tenant.clone(), profile });
+                    out.push(StoredProfile {
+                        tenant: block.tenant.clone(),
+                        profile,
+                    });
                 }
             }
         }
         out
     })
+}
+
+/// Reads the store until `done` holds for what is there, or `timeout` passes. SDKs that
+/// upload at exit do not all wait for the answer, so their last upload may land after
+/// they exit.
+pub fn read_store_until(
+    dir: &Path,
+    timeout: std::time::Duration,
+    done: impl Fn(&[StoredProfile]) -> bool,
+) -> Vec<StoredProfile> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let stored = read_store(dir);
+        if done(&stored) || std::time::Instant::now() >= deadline {
+            return stored;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use flamepipe_integration::stored::{StoredProfile, read_store};
+use std::time::Duration;
+
+use flamepipe_integration::stored::{StoredProfile, read_store_until};
 use flamepipe_integration::{Flamepipe, Options, node_with_modules, repo_root, venv_python};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
@@ -16,13 +18,29 @@ fn run_client(program: &Path, script: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run client");
-    eprintln!("{script} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "{script} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success());
     out
 }
 
+/// What is stored once something of `service` is (the SDK may exit before its upload lands).
+fn stored_for(data: &Path, service: &str) -> Vec<StoredProfile> {
+    read_store_until(data, Duration::from_secs(15), |stored| {
+        stored
+            .iter()
+            .any(|s| s.profile.series.get("service_name") == Some(service))
+    })
+}
+
 fn profiles_of<'a>(stored: &'a [StoredProfile], service: &str) -> Vec<&'a StoredProfile> {
-    stored.iter().filter(|s| s.profile.series.get("service_name") == Some(service)).collect()
+    stored
+        .iter()
+        .filter(|s| s.profile.series.get("service_name") == Some(service))
+        .collect()
 }
 
 fn types_of(profiles: &[&StoredProfile]) -> Vec<String> {
@@ -43,36 +61,83 @@ fn has_function(profiles: &[&StoredProfile], needle: &str) -> bool {
 fn python_sdk_1x_pushes() {
     let Some(python) = venv_python(".venv") else { return };
     let fp = Flamepipe::start(BIN, &Options::default());
-    run_client(&python, "pyroscope_python.py", &["--server", &fp.url, "--app", "py-push", "--seconds", "4", "--tag", "env=test", "--tenant", "team-py", "--mem"]);
-    let stored = read_store(&fp.data);
+    run_client(
+        &python,
+        "pyroscope_python.py",
+        &[
+            "--server",
+            &fp.url,
+            "--app",
+            "py-push",
+            "--seconds",
+            "4",
+            "--tag",
+            "env=test",
+            "--tenant",
+            "team-py",
+            "--mem",
+        ],
+    );
+    let stored = stored_for(&fp.data, "py-push");
     let ours = profiles_of(&stored, "py-push");
     assert!(!ours.is_empty(), "nothing stored for py-push");
     for s in &ours {
         assert_eq!(s.tenant, "team-py");
         assert_eq!(s.profile.series.get("env"), Some("test"));
-        assert_eq!(s.profile.series.get("otel_scope_name"), Some("com.grafana.pyroscope/python"));
+        assert_eq!(
+            s.profile.series.get("otel_scope_name"),
+            Some("com.grafana.pyroscope/python")
+        );
     }
     let types = types_of(&ours);
-    assert!(types.contains(&"process_cpu:cpu:nanoseconds:cpu:nanoseconds".to_string()), "{types:?}");
+    assert!(
+        types.contains(&"process_cpu:cpu:nanoseconds:cpu:nanoseconds".to_string()),
+        "{types:?}"
+    );
     assert!(types.iter().any(|t| t.starts_with("memory:")), "{types:?}");
-    let cpu: Vec<_> = ours.iter().copied().filter(|s| s.profile.profile_type.name == "process_cpu").collect();
+    let cpu: Vec<_> = ours
+        .iter()
+        .copied()
+        .filter(|s| s.profile.profile_type.name == "process_cpu")
+        .collect();
     assert!(has_function(&cpu, "flamepipe_busy_work") && has_function(&cpu, "flamepipe_fib"));
 }
 
 #[test]
 fn python_sdk_08_ingests() {
-    let Some(python) = venv_python(".venv-legacy") else { return };
+    let Some(python) = venv_python(".venv-legacy") else {
+        return;
+    };
     let fp = Flamepipe::start(BIN, &Options::default());
-    run_client(&python, "pyroscope_python.py", &["--server", &fp.url, "--app", "py-legacy", "--seconds", "4", "--tag", "env=test"]);
-    let stored = read_store(&fp.data);
+    run_client(
+        &python,
+        "pyroscope_python.py",
+        &[
+            "--server",
+            &fp.url,
+            "--app",
+            "py-legacy",
+            "--seconds",
+            "4",
+            "--tag",
+            "env=test",
+        ],
+    );
+    let stored = stored_for(&fp.data, "py-legacy");
     let ours = profiles_of(&stored, "py-legacy");
     assert!(!ours.is_empty(), "nothing stored for py-legacy");
     assert_eq!(types_of(&ours), vec!["process_cpu:cpu:nanoseconds:cpu:nanoseconds"]);
-    assert!(ours.iter().all(|s| s.profile.series.get("pyroscope_spy") == Some("pyspy")));
+    assert!(
+        ours.iter()
+            .all(|s| s.profile.series.get("pyroscope_spy") == Some("pyspy"))
+    );
     // 0.8 puts its tags on every sample rather than in the name.
     let p = &ours[0].profile;
     let tagged = p.samples.iter().all(|s| {
-        p.symbols.label_set(s.labels).iter().any(|l| p.symbols.str(l.key) == "env" && p.symbols.str(l.str) == "test")
+        p.symbols
+            .label_set(s.labels)
+            .iter()
+            .any(|l| p.symbols.str(l.key) == "env" && p.symbols.str(l.str) == "test")
     });
     assert!(tagged, "sample labels lost");
     assert!(has_function(&ours, "flamepipe_fib"));
@@ -81,8 +146,25 @@ fn python_sdk_08_ingests() {
 fn node_case(mode: &str, app: &str) {
     let Some(node) = node_with_modules() else { return };
     let fp = Flamepipe::start(BIN, &Options::default());
-    run_client(&node, "pyroscope_node.js", &["--server", &fp.url, "--app", app, "--seconds", "5", "--tag", "env=test", "--mode", mode, "--flush-ms", "2000"]);
-    let stored = read_store(&fp.data);
+    run_client(
+        &node,
+        "pyroscope_node.js",
+        &[
+            "--server",
+            &fp.url,
+            "--app",
+            app,
+            "--seconds",
+            "5",
+            "--tag",
+            "env=test",
+            "--mode",
+            mode,
+            "--flush-ms",
+            "2000",
+        ],
+    );
+    let stored = stored_for(&fp.data, app);
     let ours = profiles_of(&stored, app);
     assert!(!ours.is_empty(), "nothing stored for {app}");
     for s in &ours {
@@ -91,9 +173,19 @@ fn node_case(mode: &str, app: &str) {
         assert_eq!(s.profile.series.get("pyroscope_spy"), Some("nodespy"));
     }
     let types = types_of(&ours);
-    assert!(types.contains(&"wall:wall:nanoseconds:wall:nanoseconds".to_string()), "{types:?}");
-    assert!(types.contains(&"memory:inuse_space:bytes:inuse_space:bytes".to_string()), "{types:?}");
-    let wall: Vec<_> = ours.iter().copied().filter(|s| s.profile.profile_type.name == "wall").collect();
+    assert!(
+        types.contains(&"wall:wall:nanoseconds:wall:nanoseconds".to_string()),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"memory:inuse_space:bytes:inuse_space:bytes".to_string()),
+        "{types:?}"
+    );
+    let wall: Vec<_> = ours
+        .iter()
+        .copied()
+        .filter(|s| s.profile.profile_type.name == "wall")
+        .collect();
     assert!(has_function(&wall, "flamepipeFib"));
 }
 

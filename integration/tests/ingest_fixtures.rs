@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::thread;
 
+use flamepipe_core::symbols::FrameName;
 use flamepipe_integration::pprof_ref::go_pprof_totals;
 use flamepipe_integration::process::post;
 use flamepipe_integration::stored::read_store;
@@ -14,7 +15,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
 type Totals = HashMap<String, (i64, i64)>;
 
 fn without_zeros(t: &Totals) -> Totals {
-    t.iter().filter(|(_, v)| **v != (0, 0)).map(|(k, v)| (k.clone(), *v)).collect()
+    t.iter()
+        .filter(|(_, v)| **v != (0, 0))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
 }
 
 #[test]
@@ -53,18 +57,41 @@ fn every_pprof_fixture_matches_go_tool_pprof() {
         assert_eq!(s.tenant, "anonymous");
         let service = p.series.get("service_name").unwrap().to_string();
         let key = format!("{}/{}", p.profile_type.sample_type, p.profile_type.sample_unit);
-        let totals = p.function_totals().into_iter().map(|(k, v)| (k, (v.flat, v.cum))).collect();
-        let previous = by_service.entry(service.clone()).or_default().insert(key.clone(), totals);
+        // `go tool pprof -traces` names an unsymbolized frame by its mapping's file.
+        let totals = p
+            .function_totals_by(|frame| match frame {
+                FrameName::Function(name) => name.to_string(),
+                FrameName::Address { mapping_file: "", .. } => "<unknown>".to_string(),
+                FrameName::Address { mapping_file, .. } => {
+                    format!("[{}]", mapping_file.rsplit('/').next().unwrap_or(mapping_file))
+                }
+            })
+            .into_iter()
+            .map(|(k, v)| (k, (v.flat, v.cum)))
+            .collect();
+        let previous = by_service
+            .entry(service.clone())
+            .or_default()
+            .insert(key.clone(), totals);
         assert!(previous.is_none(), "{service} {key} stored twice");
     }
 
     for (i, file) in files.iter().enumerate() {
         let reference = go_pprof_totals(&go, file);
-        let ours = by_service.get(&format!("fixture-{i}")).unwrap_or_else(|| panic!("{} not stored", file.display()));
+        let ours = by_service
+            .get(&format!("fixture-{i}"))
+            .unwrap_or_else(|| panic!("{} not stored", file.display()));
         assert_eq!(ours.len(), reference.len(), "{}: sample types", file.display());
         for (sample_type, expected) in &reference {
-            let got = ours.get(sample_type).unwrap_or_else(|| panic!("{}: no {sample_type}", file.display()));
-            assert_eq!(without_zeros(got), without_zeros(expected), "{} {sample_type}", file.display());
+            let got = ours
+                .get(sample_type)
+                .unwrap_or_else(|| panic!("{}: no {sample_type}", file.display()));
+            assert_eq!(
+                without_zeros(got),
+                without_zeros(expected),
+                "{} {sample_type}",
+                file.display()
+            );
         }
     }
 }
@@ -73,20 +100,46 @@ fn every_pprof_fixture_matches_go_tool_pprof() {
 fn sample_labels_and_profile_types_survive() {
     let fp = Flamepipe::start(BIN, &Options::default());
     let cases = [
-        ("pyroscope-go-cpu-labels.pprof", "app.cpu", vec!["process_cpu:cpu:nanoseconds:cpu:nanoseconds", "process_cpu:samples:count:cpu:nanoseconds"]),
-        ("pyroscope-go-heap.pb.gz", "app.heap", vec![
-            "memory:alloc_objects:count:space:bytes",
-            "memory:alloc_space:bytes:space:bytes",
-            "memory:inuse_objects:count:space:bytes",
-            "memory:inuse_space:bytes:space:bytes",
-        ]),
-        ("pyroscope-go-goroutine-labels.pb.gz", "app.goroutines", vec!["goroutines:goroutine:count:goroutine:count"]),
-        ("pyroscope-go-mutex.pb.gz", "app.mutex", vec!["mutex:contentions:count:contentions:count", "mutex:delay:nanoseconds:contentions:count"]),
+        (
+            "pyroscope-go-cpu-labels.pprof",
+            "app.cpu",
+            vec![
+                "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+                "process_cpu:samples:count:cpu:nanoseconds",
+            ],
+        ),
+        (
+            "pyroscope-go-heap.pb.gz",
+            "app.heap",
+            vec![
+                "memory:alloc_objects:count:space:bytes",
+                "memory:alloc_space:bytes:space:bytes",
+                "memory:inuse_objects:count:space:bytes",
+                "memory:inuse_space:bytes:space:bytes",
+            ],
+        ),
+        (
+            "pyroscope-go-goroutine-labels.pb.gz",
+            "app.goroutines",
+            vec!["goroutines:goroutine:count:goroutine:count"],
+        ),
+        (
+            "pyroscope-go-mutex.pb.gz",
+            "app.mutex",
+            vec![
+                "mutex:contentions:count:contentions:count",
+                "mutex:delay:nanoseconds:contentions:count",
+            ],
+        ),
     ];
     for (file, name, _) in &cases {
         let body = std::fs::read(flamepipe_integration::fixture(&format!("pprof/{file}"))).unwrap();
-        let (status, text) =
-            post(&format!("{}/ingest?name={name}%7Benv%3Dprod%7D&spyName=gospy", fp.url), "application/octet-stream", &body, &[("X-Scope-OrgID", "team-a")]);
+        let (status, text) = post(
+            &format!("{}/ingest?name={name}%7Benv%3Dprod%7D&spyName=gospy", fp.url),
+            "application/octet-stream",
+            &body,
+            &[("X-Scope-OrgID", "team-a")],
+        );
         assert_eq!(status, 200, "{file}: {text}");
     }
     let stored = read_store(&fp.data);

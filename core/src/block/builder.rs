@@ -11,9 +11,9 @@ use std::sync::Arc;
 use prost::Message;
 use ulid::Ulid;
 
+use super::Result;
 use super::codec::{encode_symbols, write_section};
 use super::format::{self, BlockMeta, Dataset, SampleColumns, Series, SeriesIndex};
-use super::Result;
 use crate::labels::{Labels, SERVICE_NAME};
 use crate::model::Profile;
 use crate::symbols::{Remap, Symbols, SymbolsBuilder};
@@ -57,7 +57,11 @@ struct PendingProfile {
 
 impl BlockBuilder {
     pub fn new(tenant: impl Into<String>, level: u32) -> Self {
-        BlockBuilder { tenant: tenant.into(), level, datasets: BTreeMap::new() }
+        BlockBuilder {
+            tenant: tenant.into(),
+            level,
+            datasets: BTreeMap::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,7 +79,13 @@ impl BlockBuilder {
         let mut samples: Vec<(u32, i64, u32)> = profile
             .samples
             .iter()
-            .map(|s| (remap.stacks[s.stack as usize], s.value, remap.label_sets[s.labels as usize]))
+            .map(|s| {
+                (
+                    remap.stacks[s.stack as usize],
+                    s.value,
+                    remap.label_sets[s.labels as usize],
+                )
+            })
             .collect();
         samples.sort_unstable_by_key(|&(stack, _, labels)| (stack, labels));
 
@@ -84,7 +94,11 @@ impl BlockBuilder {
         let next = ds.series_rows.len() as u32;
         let series = *ds.series.entry(series_key).or_insert_with_key(|(labels, type_id)| {
             let (names, values) = labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).unzip();
-            ds.series_rows.push(Series { label_names: names, label_values: values, profile_type: type_id.clone() });
+            ds.series_rows.push(Series {
+                label_names: names,
+                label_values: values,
+                profile_type: type_id.clone(),
+            });
             next
         });
         ds.profiles.push(PendingProfile {
@@ -110,7 +124,10 @@ impl BlockBuilder {
         };
         for (service_name, mut ds) in self.datasets {
             ds.profiles.sort_by_key(|p| (p.timestamp_ns, p.series));
-            let mut index = SeriesIndex { series: ds.series_rows, ..Default::default() };
+            let mut index = SeriesIndex {
+                series: ds.series_rows,
+                ..Default::default()
+            };
             let sample_count: usize = ds.profiles.iter().map(|p| p.samples.len()).sum();
             let mut columns = SampleColumns {
                 stack_delta: Vec::with_capacity(sample_count),

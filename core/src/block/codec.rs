@@ -34,19 +34,31 @@ pub(crate) fn read_section<M: Message + Default>(
         return Err(BlockError::corrupt(block, what, "section is truncated"));
     }
     if crc32fast::hash(bytes) != section.crc32 {
-        return Err(BlockError::Checksum { block: block.to_string(), what });
+        return Err(BlockError::Checksum {
+            block: block.to_string(),
+            what,
+        });
     }
     // The recorded length bounds the allocation; a lie is caught below.
-    let limit = usize::try_from(section.uncompressed_length).unwrap_or(usize::MAX).min(1 << 32);
+    let limit = usize::try_from(section.uncompressed_length)
+        .unwrap_or(usize::MAX)
+        .min(1 << 32);
     let raw = zstd::bulk::decompress(bytes, limit).map_err(|e| BlockError::corrupt(block, what, e))?;
     if raw.len() as u64 != section.uncompressed_length {
-        return Err(BlockError::corrupt(block, what, "uncompressed length differs from the footer"));
+        return Err(BlockError::corrupt(
+            block,
+            what,
+            "uncompressed length differs from the footer",
+        ));
     }
     M::decode(raw.as_slice()).map_err(|e| BlockError::corrupt(block, what, e))
 }
 
 pub(crate) fn encode_symbols(s: &Symbols) -> SymbolTable {
-    let mut t = SymbolTable { strings: s.strings.clone(), ..Default::default() };
+    let mut t = SymbolTable {
+        strings: s.strings.clone(),
+        ..Default::default()
+    };
     for m in &s.mappings {
         t.mapping_memory_start.push(m.memory_start);
         t.mapping_memory_limit.push(m.memory_limit);
@@ -83,7 +95,11 @@ pub(crate) fn encode_symbols(s: &Symbols) -> SymbolTable {
 
 fn check_ids(block: &str, what: &'static str, ids: &[u32], len: usize) -> Result<()> {
     match ids.iter().find(|&&id| id as usize >= len) {
-        Some(id) => Err(BlockError::corrupt(block, what, format!("id {id} out of range (table has {len})"))),
+        Some(id) => Err(BlockError::corrupt(
+            block,
+            what,
+            format!("id {id} out of range (table has {len})"),
+        )),
         None => Ok(()),
     }
 }
@@ -92,7 +108,11 @@ fn same_len(block: &str, what: &'static str, lens: &[usize]) -> Result<()> {
     if lens.windows(2).all(|w| w[0] == w[1]) {
         Ok(())
     } else {
-        Err(BlockError::corrupt(block, what, format!("columns of different lengths {lens:?}")))
+        Err(BlockError::corrupt(
+            block,
+            what,
+            format!("columns of different lengths {lens:?}"),
+        ))
     }
 }
 
@@ -103,12 +123,20 @@ fn offsets(block: &str, what: &'static str, lengths: &[u32], total: usize) -> Re
     for &len in lengths {
         at += u64::from(len);
         if at > total as u64 {
-            return Err(BlockError::corrupt(block, what, "row lengths exceed the flattened column"));
+            return Err(BlockError::corrupt(
+                block,
+                what,
+                "row lengths exceed the flattened column",
+            ));
         }
         offsets.push(at as u32);
     }
     if at != total as u64 {
-        return Err(BlockError::corrupt(block, what, "row lengths do not cover the flattened column"));
+        return Err(BlockError::corrupt(
+            block,
+            what,
+            "row lengths do not cover the flattened column",
+        ));
     }
     Ok(offsets)
 }
@@ -130,11 +158,33 @@ pub(crate) fn decode_symbols(block: &str, t: SymbolTable) -> Result<Symbols> {
     same_len(
         block,
         WHAT,
-        &[t.function_name.len(), t.function_system_name.len(), t.function_filename.len(), t.function_start_line.len()],
+        &[
+            t.function_name.len(),
+            t.function_system_name.len(),
+            t.function_filename.len(),
+            t.function_start_line.len(),
+        ],
     )?;
-    same_len(block, WHAT, &[t.location_mapping.len(), t.location_address.len(), t.location_line_count.len()])?;
+    same_len(
+        block,
+        WHAT,
+        &[
+            t.location_mapping.len(),
+            t.location_address.len(),
+            t.location_line_count.len(),
+        ],
+    )?;
     same_len(block, WHAT, &[t.line_function.len(), t.line_number.len()])?;
-    same_len(block, WHAT, &[t.label_key.len(), t.label_str.len(), t.label_num.len(), t.label_num_unit.len()])?;
+    same_len(
+        block,
+        WHAT,
+        &[
+            t.label_key.len(),
+            t.label_str.len(),
+            t.label_num.len(),
+            t.label_num_unit.len(),
+        ],
+    )?;
     if strings == 0 || t.mapping_filename.is_empty() || t.label_set_length.is_empty() {
         return Err(BlockError::corrupt(block, WHAT, "missing reserved rows"));
     }
@@ -177,14 +227,22 @@ pub(crate) fn decode_symbols(block: &str, t: SymbolTable) -> Result<Symbols> {
             mapping: t.location_mapping[i],
             address: t.location_address[i],
             lines: (line_offsets[i] as usize..line_offsets[i + 1] as usize)
-                .map(|j| Line { function: t.line_function[j], line: t.line_number[j] })
+                .map(|j| Line {
+                    function: t.line_function[j],
+                    line: t.line_number[j],
+                })
                 .collect(),
         })
         .collect();
     let stack_offsets = offsets(block, WHAT, &t.stack_length, t.stack_location.len())?;
     let label_set_offsets = offsets(block, WHAT, &t.label_set_length, t.label_key.len())?;
     let label_set_labels = (0..t.label_key.len())
-        .map(|i| SampleLabel { key: t.label_key[i], str: t.label_str[i], num: t.label_num[i], num_unit: t.label_num_unit[i] })
+        .map(|i| SampleLabel {
+            key: t.label_key[i],
+            str: t.label_str[i],
+            num: t.label_num[i],
+            num_unit: t.label_num_unit[i],
+        })
         .collect();
     Ok(Symbols {
         strings: t.strings,

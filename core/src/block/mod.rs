@@ -24,11 +24,19 @@ pub enum BlockError {
     #[error("block {block}: not a flamepipe block (bad magic)")]
     BadMagic { block: String },
     #[error("block {block}: format version {version} is not supported (supported: {supported:?})")]
-    UnsupportedVersion { block: String, version: u32, supported: &'static [u32] },
+    UnsupportedVersion {
+        block: String,
+        version: u32,
+        supported: &'static [u32],
+    },
     #[error("block {block}: {what} checksum mismatch")]
     Checksum { block: String, what: &'static str },
     #[error("block {block}: corrupt {what}: {detail}")]
-    Corrupt { block: String, what: &'static str, detail: String },
+    Corrupt {
+        block: String,
+        what: &'static str,
+        detail: String,
+    },
     #[error("block {block}: {source}")]
     Store { block: String, source: object_store::Error },
     #[error("cannot encode block: {0}")]
@@ -37,6 +45,10 @@ pub enum BlockError {
 
 impl BlockError {
     pub(crate) fn corrupt(block: &str, what: &'static str, detail: impl ToString) -> Self {
-        BlockError::Corrupt { block: block.to_string(), what, detail: detail.to_string() }
+        BlockError::Corrupt {
+            block: block.to_string(),
+            what,
+            detail: detail.to_string(),
+        }
     }
 }

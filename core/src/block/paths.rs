@@ -51,12 +51,20 @@ pub async fn list_blocks(store: &dyn ObjectStore, tenant: Option<&str>) -> Resul
         .list(Some(&prefix))
         .try_collect()
         .await
-        .map_err(|source| BlockError::Store { block: prefix.to_string(), source })?;
+        .map_err(|source| BlockError::Store {
+            block: prefix.to_string(),
+            source,
+        })?;
     let mut blocks: Vec<BlockRef> = objects
         .into_iter()
         .filter_map(|o| {
             let (tenant, id) = parse_block_path(&o.location)?;
-            Some(BlockRef { tenant, id, path: o.location, size: o.size })
+            Some(BlockRef {
+                tenant,
+                id,
+                path: o.location,
+                size: o.size,
+            })
         })
         .collect();
     blocks.sort_by(|a, b| (a.id, &a.tenant).cmp(&(b.id, &b.tenant)));

@@ -3,8 +3,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use prost::Message;
 
 use super::codec::{decode_symbols, read_section};
@@ -30,7 +30,10 @@ pub struct BlockReader {
 impl BlockReader {
     pub async fn open(store: Arc<dyn ObjectStore>, path: Path) -> Result<Self> {
         let name = path.to_string();
-        let store_err = |source| BlockError::Store { block: name.clone(), source };
+        let store_err = |source| BlockError::Store {
+            block: name.clone(),
+            source,
+        };
         let size = store.head(&path).await.map_err(store_err)?.size;
         if size < MIN_SIZE as u64 {
             return Err(BlockError::corrupt(&name, "block", format!("only {size} bytes")));
@@ -43,10 +46,19 @@ impl BlockReader {
             return Err(BlockError::corrupt(&name, "footer", "footer length exceeds the block"));
         }
         if needed > tail.len() as u64 {
-            tail = store.get_range(&path, size - needed..size).await.map_err(store_err)?.to_vec();
+            tail = store
+                .get_range(&path, size - needed..size)
+                .await
+                .map_err(store_err)?
+                .to_vec();
         }
         let meta = parse_footer(&name, &tail, size)?;
-        Ok(BlockReader { store, path, name, meta })
+        Ok(BlockReader {
+            store,
+            path,
+            name,
+            meta,
+        })
     }
 
     pub fn meta(&self) -> &BlockMeta {
@@ -60,7 +72,10 @@ impl BlockReader {
             .store
             .get_range(&self.path, range)
             .await
-            .map_err(|source| BlockError::Store { block: self.name.clone(), source })?;
+            .map_err(|source| BlockError::Store {
+                block: self.name.clone(),
+                source,
+            })?;
         Ok((section, bytes))
     }
 
@@ -95,7 +110,9 @@ fn parse_trailer(name: &str, tail: &[u8]) -> Result<u32> {
         return Err(BlockError::corrupt(name, "trailer", "too short"));
     };
     if &trailer[12..16] != format::TRAILER_MAGIC {
-        return Err(BlockError::BadMagic { block: name.to_string() });
+        return Err(BlockError::BadMagic {
+            block: name.to_string(),
+        });
     }
     let version = u32::from_le_bytes([trailer[8], trailer[9], trailer[10], trailer[11]]);
     if !format::SUPPORTED_VERSIONS.contains(&version) {
@@ -119,7 +136,10 @@ fn parse_footer(name: &str, tail: &[u8], size: u64) -> Result<BlockMeta> {
     let t = &tail[trailer_at..];
     let crc = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
     if crc32fast::hash(footer) != crc {
-        return Err(BlockError::Checksum { block: name.to_string(), what: "footer" });
+        return Err(BlockError::Checksum {
+            block: name.to_string(),
+            what: "footer",
+        });
     }
     let meta = BlockMeta::decode(footer).map_err(|e| BlockError::corrupt(name, "footer", e))?;
     let data_end = size - (footer_len + format::TRAILER_LEN) as u64;
@@ -137,7 +157,9 @@ fn parse_footer(name: &str, tail: &[u8], size: u64) -> Result<BlockMeta> {
 /// Decodes a whole block held in memory: its meta and every dataset's profiles.
 pub fn decode_block(name: &str, bytes: &[u8]) -> Result<(BlockMeta, Vec<Vec<Profile>>)> {
     if bytes.len() < MIN_SIZE || &bytes[..format::HEADER_MAGIC.len()] != format::HEADER_MAGIC {
-        return Err(BlockError::BadMagic { block: name.to_string() });
+        return Err(BlockError::BadMagic {
+            block: name.to_string(),
+        });
     }
     let meta = parse_footer(name, bytes, bytes.len() as u64)?;
     let slice = |s: &Option<SectionRef>, what| -> Result<(SectionRef, &[u8])> {
@@ -157,7 +179,12 @@ pub fn decode_block(name: &str, bytes: &[u8]) -> Result<(BlockMeta, Vec<Vec<Prof
     Ok((meta, datasets))
 }
 
-fn rebuild_profiles(name: &str, index: SeriesIndex, symbols: Arc<Symbols>, cols: SampleColumns) -> Result<Vec<Profile>> {
+fn rebuild_profiles(
+    name: &str,
+    index: SeriesIndex,
+    symbols: Arc<Symbols>,
+    cols: SampleColumns,
+) -> Result<Vec<Profile>> {
     let corrupt = |detail: &str| BlockError::corrupt(name, "index", detail);
     let n = index.profile_series.len();
     if [
@@ -185,7 +212,12 @@ fn rebuild_profiles(name: &str, index: SeriesIndex, symbols: Arc<Symbols>, cols:
             if s.label_names.len() != s.label_values.len() {
                 return Err(corrupt("series label columns of different lengths"));
             }
-            let labels = s.label_names.iter().cloned().zip(s.label_values.iter().cloned()).collect();
+            let labels = s
+                .label_names
+                .iter()
+                .cloned()
+                .zip(s.label_values.iter().cloned())
+                .collect();
             let profile_type = ProfileType::parse(&s.profile_type).map_err(|e| corrupt(&e.to_string()))?;
             Ok((labels, profile_type))
         })
@@ -194,8 +226,9 @@ fn rebuild_profiles(name: &str, index: SeriesIndex, symbols: Arc<Symbols>, cols:
     let mut profiles = Vec::with_capacity(n);
     let mut at = 0usize;
     for i in 0..n {
-        let (labels, profile_type) =
-            series.get(index.profile_series[i] as usize).ok_or_else(|| corrupt("series id out of range"))?;
+        let (labels, profile_type) = series
+            .get(index.profile_series[i] as usize)
+            .ok_or_else(|| corrupt("series id out of range"))?;
         let count = index.profile_sample_count[i] as usize;
         let mut samples = Vec::with_capacity(count);
         let mut stack: u64 = 0;
@@ -203,9 +236,17 @@ fn rebuild_profiles(name: &str, index: SeriesIndex, symbols: Arc<Symbols>, cols:
             stack += u64::from(cols.stack_delta[j]);
             let labels = cols.label_set[j];
             if stack >= stacks || labels >= label_sets {
-                return Err(BlockError::corrupt(name, "samples", "stack or label set id out of range"));
+                return Err(BlockError::corrupt(
+                    name,
+                    "samples",
+                    "stack or label set id out of range",
+                ));
             }
-            samples.push(Sample { stack: stack as u32, value: cols.value[j], labels });
+            samples.push(Sample {
+                stack: stack as u32,
+                value: cols.value[j],
+                labels,
+            });
         }
         at += count;
         profiles.push(Profile {

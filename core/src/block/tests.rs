@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt};
 use ulid::Ulid;
 
 use super::*;
@@ -14,7 +14,9 @@ use crate::model::{Profile, Totals};
 use crate::pprof::{self, ConvertOptions, Limits};
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures").join(dir);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(dir);
     let mut files: Vec<_> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())
@@ -38,8 +40,11 @@ fn convert(path: &PathBuf) -> Vec<Profile> {
     pprof::to_profiles(&p, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Total, per-function totals, sample labels (as text) and series labels of one profile.
+type Fingerprint = (i64, HashMap<String, Totals>, Vec<String>, Labels);
+
 /// What must survive a round trip, keyed by profile type.
-fn fingerprint(profiles: &[Profile]) -> HashMap<String, (i64, HashMap<String, Totals>, Vec<String>, Labels)> {
+fn fingerprint(profiles: &[Profile]) -> HashMap<String, Fingerprint> {
     profiles
         .iter()
         .map(|p| {
@@ -48,11 +53,20 @@ fn fingerprint(profiles: &[Profile]) -> HashMap<String, (i64, HashMap<String, To
                 .iter()
                 .flat_map(|s| p.symbols.label_set(s.labels).iter().map(move |l| (s.value, l)))
                 .map(|(v, l)| {
-                    format!("{v}:{}={}/{}{}", p.symbols.str(l.key), p.symbols.str(l.str), l.num, p.symbols.str(l.num_unit))
+                    format!(
+                        "{v}:{}={}/{}{}",
+                        p.symbols.str(l.key),
+                        p.symbols.str(l.str),
+                        l.num,
+                        p.symbols.str(l.num_unit)
+                    )
                 })
                 .collect();
             labels.sort();
-            (p.profile_type.id(), (p.total(), p.function_totals(), labels, p.series.clone()))
+            (
+                p.profile_type.id(),
+                (p.total(), p.function_totals(), labels, p.series.clone()),
+            )
         })
         .collect()
 }
@@ -72,7 +86,10 @@ fn every_pprof_fixture_round_trips() {
         let output: Vec<Profile> = datasets.into_iter().flatten().collect();
         assert_eq!(fingerprint(&input), fingerprint(&output), "{}", path.display());
         for (a, b) in input.iter().zip(&output) {
-            assert_eq!((a.timestamp_ns, a.duration_ns, a.period), (b.timestamp_ns, b.duration_ns, b.period));
+            assert_eq!(
+                (a.timestamp_ns, a.duration_ns, a.period),
+                (b.timestamp_ns, b.duration_ns, b.period)
+            );
         }
         checked += 1;
     }
@@ -86,7 +103,8 @@ async fn reader_fetches_sections_from_a_store() {
     for path in fixtures("pprof").iter().take(5) {
         for p in convert(path) {
             let mut p = p;
-            p.series.set("service_name", path.file_name().unwrap().to_string_lossy().to_string());
+            p.series
+                .set("service_name", path.file_name().unwrap().to_string_lossy().to_string());
             builder.add(&p);
             inputs.push(p);
         }
@@ -98,7 +116,9 @@ async fn reader_fetches_sections_from_a_store() {
 
     let listed = list_blocks(store.as_ref(), None).await.unwrap();
     assert_eq!(listed.len(), 1);
-    let reader = BlockReader::open(Arc::clone(&store), listed[0].path.clone()).await.unwrap();
+    let reader = BlockReader::open(Arc::clone(&store), listed[0].path.clone())
+        .await
+        .unwrap();
     assert_eq!(reader.meta().datasets.len(), 5);
     let mut output = Vec::new();
     for ds in &reader.meta().datasets {
@@ -118,18 +138,30 @@ fn corrupt_blocks_are_refused() {
     let good = builder.finish(Ulid::new()).unwrap().bytes;
     let mut bad_magic = good.clone();
     bad_magic[0] ^= 1;
-    assert!(matches!(decode_block("b", &bad_magic), Err(BlockError::BadMagic { .. })));
+    assert!(matches!(
+        decode_block("b", &bad_magic),
+        Err(BlockError::BadMagic { .. })
+    ));
     let mut bad_version = good.clone();
     let at = bad_version.len() - 8;
     bad_version[at] = 9;
-    assert!(matches!(decode_block("b", &bad_version), Err(BlockError::UnsupportedVersion { version: 9, .. })));
+    assert!(matches!(
+        decode_block("b", &bad_version),
+        Err(BlockError::UnsupportedVersion { version: 9, .. })
+    ));
     let mut bad_section = good.clone();
     bad_section[20] ^= 0xff;
-    assert!(matches!(decode_block("b", &bad_section), Err(BlockError::Checksum { .. })));
+    assert!(matches!(
+        decode_block("b", &bad_section),
+        Err(BlockError::Checksum { .. })
+    ));
     let mut bad_footer = good.clone();
     let at = bad_footer.len() - 20;
     bad_footer[at] ^= 0xff;
-    assert!(matches!(decode_block("b", &bad_footer), Err(BlockError::Checksum { what: "footer", .. })));
+    assert!(matches!(
+        decode_block("b", &bad_footer),
+        Err(BlockError::Checksum { what: "footer", .. })
+    ));
     assert!(decode_block("b", &good[..good.len() / 2]).is_err());
 }
 

@@ -40,7 +40,11 @@ impl IdIndex {
     fn new(ids: impl ExactSizeIterator<Item = u64> + Clone) -> Self {
         let len = ids.len();
         let dense = ids.clone().enumerate().all(|(i, id)| id == i as u64 + 1);
-        let map = if dense { HashMap::new() } else { ids.enumerate().map(|(i, id)| (id, i as u32)).collect() };
+        let map = if dense {
+            HashMap::new()
+        } else {
+            ids.enumerate().map(|(i, id)| (id, i as u32)).collect()
+        };
         IdIndex { dense, map, len }
     }
 
@@ -63,7 +67,11 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
         usize::try_from(index)
             .ok()
             .and_then(|i| strings.get(i).copied())
-            .ok_or(PprofError::StringIndex { what, index, len: strings.len() })
+            .ok_or(PprofError::StringIndex {
+                what,
+                index,
+                len: strings.len(),
+            })
     };
 
     let mut mappings = Vec::with_capacity(p.mapping.len());
@@ -102,11 +110,13 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
         }
         let mapping = match l.mapping_id {
             0 => 0,
-            id => mappings[mapping_index.get(id).ok_or(PprofError::UnknownId {
-                from: "location",
-                what: "mapping",
-                id,
-            })? as usize],
+            id => {
+                mappings[mapping_index.get(id).ok_or(PprofError::UnknownId {
+                    from: "location",
+                    what: "mapping",
+                    id,
+                })? as usize]
+            }
         };
         let mut lines = Vec::with_capacity(l.line.len());
         for line in &l.line {
@@ -115,9 +125,16 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
                 what: "function",
                 id: line.function_id,
             })?;
-            lines.push(Line { function: functions[f as usize], line: line.line });
+            lines.push(Line {
+                function: functions[f as usize],
+                line: line.line,
+            });
         }
-        locations.push(b.location(Location { mapping, address: l.address, lines }));
+        locations.push(b.location(Location {
+            mapping,
+            address: l.address,
+            lines,
+        }));
     }
     let location_index = IdIndex::new(p.location.iter().map(|l| l.id));
 
@@ -127,11 +144,18 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
     let mut label_set = Vec::new();
     for s in &p.sample {
         if s.value.len() != types {
-            return Err(PprofError::ValueCount { expected: types, got: s.value.len() });
+            return Err(PprofError::ValueCount {
+                expected: types,
+                got: s.value.len(),
+            });
         }
         stack.clear();
         for &id in &s.location_id {
-            let l = location_index.get(id).ok_or(PprofError::UnknownId { from: "sample", what: "location", id })?;
+            let l = location_index.get(id).ok_or(PprofError::UnknownId {
+                from: "sample",
+                what: "location",
+                id,
+            })?;
             stack.push(locations[l as usize]);
         }
         let stack_id = b.stack(&stack);
@@ -152,7 +176,11 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
         };
         for (samples, &value) in per_type.iter_mut().zip(&s.value) {
             if value != 0 {
-                samples.push(Sample { stack: stack_id, value, labels });
+                samples.push(Sample {
+                    stack: stack_id,
+                    value,
+                    labels,
+                });
             }
         }
     }
@@ -166,10 +194,17 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
         Some(vt) => (str_of(vt.r#type)?.to_string(), str_of(vt.unit)?.to_string()),
         None => (String::new(), String::new()),
     };
-    let timestamp_ns = opts.timestamp_ns.or((p.time_nanos > 0).then_some(p.time_nanos)).unwrap_or(opts.now_ns);
+    let timestamp_ns = opts
+        .timestamp_ns
+        .or((p.time_nanos > 0).then_some(p.time_nanos))
+        .unwrap_or(opts.now_ns);
     let duration_ns = opts.duration_ns.unwrap_or(p.duration_nanos).max(0);
 
-    let sample_types = p.sample_type.iter().map(|vt| str_of(vt.r#type)).collect::<Result<Vec<_>, _>>()?;
+    let sample_types = p
+        .sample_type
+        .iter()
+        .map(|vt| str_of(vt.r#type))
+        .collect::<Result<Vec<_>, _>>()?;
     let name = match opts.name {
         Some(name) => name.to_string(),
         None => pprof_profile_name(&sample_types, |st| {

@@ -24,7 +24,11 @@ pub enum PprofError {
     #[error("pprof {what} has the reserved id 0")]
     ReservedId { what: &'static str },
     #[error("pprof {from} refers to {what} id {id}, which does not exist")]
-    UnknownId { from: &'static str, what: &'static str, id: u64 },
+    UnknownId {
+        from: &'static str,
+        what: &'static str,
+        id: u64,
+    },
     #[error("pprof sample has {got} values, but the profile has {expected} sample types")]
     ValueCount { expected: usize, got: usize },
     #[error("pprof has {got} samples, over the limit of {limit}")]
@@ -54,7 +58,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_decompressed_bytes: 64 << 20, max_samples: 1 << 20 }
+        Limits {
+            max_decompressed_bytes: 64 << 20,
+            max_samples: 1 << 20,
+        }
     }
 }
 
@@ -63,7 +70,10 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<proto::Profile, PprofErro
     let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
     let profile: proto::Profile = prost::Message::decode(raw.as_ref())?;
     if profile.sample.len() > limits.max_samples {
-        return Err(PprofError::TooManySamples { got: profile.sample.len(), limit: limits.max_samples });
+        return Err(PprofError::TooManySamples {
+            got: profile.sample.len(),
+            limit: limits.max_samples,
+        });
     }
     Ok(profile)
 }

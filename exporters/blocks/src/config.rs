@@ -47,10 +47,10 @@ impl Validate for Config {
 
 impl ExporterConfig for Config {
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
-        let store = ctx
-            .stores
-            .open(&self.store)
-            .map_err(|e| BuildError { component: ctx.id.to_string(), message: e.to_string() })?;
+        let store = ctx.stores.open(&self.store).map_err(|e| BuildError {
+            component: ctx.id.to_string(),
+            message: e.to_string(),
+        })?;
         Ok(Box::new(BlockWriter::new(*self, store, ctx)))
     }
 }

@@ -22,7 +22,12 @@ pub struct BlockWriter {
 
 impl BlockWriter {
     pub fn new(config: Config, store: Arc<dyn ObjectStore>, ctx: &BuildContext) -> Self {
-        BlockWriter { config, store, id: Arc::clone(&ctx.id), telemetry: Arc::clone(&ctx.telemetry) }
+        BlockWriter {
+            config,
+            store,
+            id: Arc::clone(&ctx.id),
+            telemetry: Arc::clone(&ctx.telemetry),
+        }
     }
 
     async fn run_loop(self, mut input: mpsc::Receiver<Batch>) {
@@ -30,7 +35,9 @@ impl BlockWriter {
         let slots = Arc::new(Semaphore::new(this.config.max_concurrent_writes));
         let mut writes = JoinSet::new();
         while let Some(batch) = input.recv().await {
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
             let this = Arc::clone(&this);
             writes.spawn(async move {
                 this.write(batch).await;
@@ -62,7 +69,10 @@ impl BlockWriter {
         };
         let EncodedBlock { meta, bytes } = block;
         let size = bytes.len();
-        match self.put_with_retries(&batch, &meta.id, PutPayload::from(bytes::Bytes::from(bytes))).await {
+        match self
+            .put_with_retries(&batch, &meta.id, PutPayload::from(bytes::Bytes::from(bytes)))
+            .await
+        {
             Ok(()) => {
                 self.telemetry.block_written(&self.id, size as u64);
                 debug!(component = %self.id, block = %meta.id, tenant = %meta.tenant,
@@ -125,7 +135,11 @@ mod tests {
             timestamp_ns: 5,
             duration_ns: 1,
             period: 1,
-            samples: vec![Sample { stack, value, labels: 0 }],
+            samples: vec![Sample {
+                stack,
+                value,
+                labels: 0,
+            }],
             symbols: Arc::new(b.finish()),
         }
     }
@@ -139,7 +153,10 @@ mod tests {
             stores: stores.clone(),
             shutdown: CancellationToken::new(),
         };
-        let config = Config { store: "memory://t".into(), ..Config::default() };
+        let config = Config {
+            store: "memory://t".into(),
+            ..Config::default()
+        };
         let exporter = Box::new(config).build(&ctx).unwrap();
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(exporter.run(rx));
@@ -155,7 +172,11 @@ mod tests {
         let reader = BlockReader::open(store, blocks[0].path.clone()).await.unwrap();
         let profiles = reader.profiles(&reader.meta().datasets[0]).await.unwrap();
         assert_eq!(profiles.iter().map(Profile::total).sum::<i64>(), 15);
-        assert!(ctx.telemetry.encode().contains("flamepipe_exporter_written_blocks_total{exporter=\"blocks\"} 1"));
+        assert!(
+            ctx.telemetry
+                .encode()
+                .contains("flamepipe_exporter_written_blocks_total{exporter=\"blocks\"} 1")
+        );
         drop(tx);
         task.await.unwrap();
     }

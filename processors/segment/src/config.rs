@@ -18,7 +18,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { flush_interval: Duration::from_secs(1), max_bytes: ByteSize::mib(16) }
+        Config {
+            flush_interval: Duration::from_secs(1),
+            max_bytes: ByteSize::mib(16),
+        }
     }
 }
 
@@ -26,7 +29,10 @@ impl Validate for Config {
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if self.flush_interval.is_zero() {
-            issues.push(ConfigIssue::new("flush_interval", "must be greater than 0s, got \"0s\""));
+            issues.push(ConfigIssue::new(
+                "flush_interval",
+                "must be greater than 0s, got \"0s\"",
+            ));
         }
         if self.max_bytes.0 == 0 {
             issues.push(ConfigIssue::new("max_bytes", "must be greater than 0"));

@@ -25,7 +25,11 @@ struct OpenSegment {
 
 impl Segmenter {
     pub fn new(config: Config, ctx: &BuildContext) -> Self {
-        Segmenter { config, id: Arc::clone(&ctx.id), telemetry: Arc::clone(&ctx.telemetry) }
+        Segmenter {
+            config,
+            id: Arc::clone(&ctx.id),
+            telemetry: Arc::clone(&ctx.telemetry),
+        }
     }
 
     async fn run_loop(self, mut input: mpsc::Receiver<Batch>, output: Output) {

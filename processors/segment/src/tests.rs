@@ -29,7 +29,14 @@ fn profile(samples: usize) -> Profile {
         timestamp_ns: 1,
         duration_ns: 0,
         period: 0,
-        samples: vec![Sample { stack, value: 1, labels: 0 }; samples],
+        samples: vec![
+            Sample {
+                stack,
+                value: 1,
+                labels: 0
+            };
+            samples
+        ],
         symbols: Arc::new(Symbols::clone(b.table())),
     }
 }
@@ -61,7 +68,7 @@ async fn gathers_per_tenant_until_the_interval_ends() {
     tokio::time::sleep(StdDuration::from_millis(500)).await;
     assert!(out.try_recv().is_err(), "flushed before the interval ended");
     tokio::time::sleep(StdDuration::from_millis(600)).await;
-    let mut got = vec![out.recv().await.unwrap(), out.recv().await.unwrap()];
+    let mut got = [out.recv().await.unwrap(), out.recv().await.unwrap()];
     got.sort_by(|x, y| x.tenant.cmp(&y.tenant));
     assert_eq!(&*got[0].tenant, "a");
     assert_eq!(got[0].profiles.len(), 2);
@@ -70,7 +77,10 @@ async fn gathers_per_tenant_until_the_interval_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn flushes_early_at_max_bytes_and_on_close() {
-    let config = Config { flush_interval: Duration::from_secs(3600), max_bytes: ByteSize(10_000) };
+    let config = Config {
+        flush_interval: Duration::from_secs(3600),
+        max_bytes: ByteSize(10_000),
+    };
     let (tx, mut out, task) = start(config);
     let (big, _w) = batch("a", 1000);
     tx.send(big).await.unwrap();

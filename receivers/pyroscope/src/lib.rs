@@ -1,1 +1,31 @@
-//! placeholder
+//! The `pyroscope` receiver: accepts profiles the way a Pyroscope server does, so that the
+//! Pyroscope SDKs and Grafana Alloy (`pyroscope.write`) can send to flamepipe unchanged.
+//!
+//! It sits at the start of a pipeline: it decodes each request into the core model
+//! ([`flamepipe_core::Profile`]), hands one [`flamepipe_core::component::Batch`] per request to
+//! the pipelines it feeds, and (by default) answers only once the data is durably written.
+//! Every request is all-or-nothing: it is decoded completely before anything is sent on, and a
+//! request that fails anywhere sends nothing downstream.
+//!
+//! # Layout
+//!
+//! - [`config`]: the YAML config, its defaults and validation, and `build`.
+//! - `receiver`: the axum routes, body limits, tenants, hand-off and acknowledgement.
+//! - `ingest`: the legacy `POST /ingest` API: query parameters, time parsing, format dispatch.
+//! - `push`: the Connect `POST /push.v1.PusherService/Push` API (protobuf and JSON).
+//! - `folded`: folded text (`a;b;c 12`) and `lines` bodies into a profile.
+//! - `error`: why a request was refused, with its HTTP status and metrics reason.
+
+pub mod config;
+mod error;
+mod folded;
+mod ingest;
+mod push;
+mod receiver;
+
+pub use config::{AckMode, Config};
+pub use error::{Error, Result};
+pub use receiver::{INGEST_PATHS, PUSH_PATH, router};
+
+#[cfg(test)]
+mod tests;

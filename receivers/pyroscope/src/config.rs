@@ -1,0 +1,104 @@
+//! The receiver's YAML config: where it listens, how much it accepts, and when it answers.
+//!
+//! ```yaml
+//! receivers:
+//!   pyroscope:
+//!     address: 127.0.0.1:4040
+//!     max_request_bytes: 16MiB
+//!     max_decompressed_bytes: 64MiB
+//!     max_samples: 1000000
+//!     ack: durable        # or `received`
+//!     ack_timeout: 30s
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use flamepipe_core::component::{BuildContext, BuildError, HttpMount, PipelineSender, ReceiverConfig, ReceiverParts};
+use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
+use serde::{Deserialize, Serialize};
+
+use crate::receiver;
+
+/// When a request is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// After every exporter durably wrote the data (Pyroscope v2 does the same): acknowledged
+    /// data is never lost, at the cost of the segment interval in latency.
+    #[default]
+    Durable,
+    /// As soon as the batch was handed to the pipelines: lower latency, but data still in
+    /// memory is lost if the process dies.
+    Received,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to serve the Pyroscope HTTP API on; default `127.0.0.1:4040` (Pyroscope's port).
+    pub address: SocketAddr,
+    /// Largest request body accepted, as sent (compressed); larger ones get 413. Default `16MiB`.
+    pub max_request_bytes: ByteSize,
+    /// Largest size a gzipped body or profile may inflate to; larger ones get 413.
+    /// Default `64MiB`.
+    pub max_decompressed_bytes: ByteSize,
+    /// Most samples one pprof (or folded body) may hold; more get 413. Default `1000000`.
+    pub max_samples: usize,
+    /// When to answer: `durable` (default) or `received`.
+    pub ack: AckMode,
+    /// How long a `durable` request waits for its write before it gets 503. Default `30s`.
+    pub ack_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 4040)),
+            max_request_bytes: ByteSize::mib(16),
+            max_decompressed_bytes: ByteSize::mib(64),
+            max_samples: 1_000_000,
+            ack: AckMode::Durable,
+            ack_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.max_request_bytes.0 == 0 {
+            issues.push(ConfigIssue::new("max_request_bytes", "must be greater than 0"));
+        }
+        if self.max_decompressed_bytes.0 == 0 {
+            issues.push(ConfigIssue::new("max_decompressed_bytes", "must be greater than 0"));
+        }
+        if self.max_samples == 0 {
+            issues.push(ConfigIssue::new("max_samples", "must be greater than 0"));
+        }
+        if self.ack_timeout.is_zero() {
+            issues.push(ConfigIssue::new(
+                "ack_timeout",
+                format!("must be greater than 0s, got \"{}\"", self.ack_timeout),
+            ));
+        }
+        issues
+    }
+}
+
+impl ReceiverConfig for Config {
+    fn routes(&self) -> Vec<(SocketAddr, String)> {
+        receiver::paths().into_iter().map(|p| (self.address, p)).collect()
+    }
+
+    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ReceiverParts, BuildError> {
+        let router = receiver::router(&self, ctx, output);
+        Ok(ReceiverParts {
+            mounts: vec![HttpMount {
+                address: self.address,
+                paths: receiver::paths(),
+                router,
+            }],
+            task: None,
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! Folded stacks (`main;work;leaf 12`, one stack per line, root first) and the `lines` format
+//! (one stack per line, each counted once) into one profile.
+//!
+//! The profile kind comes from the application name's suffix (see `ingest`). CPU and wall
+//! profiles that say their sample rate are stored in nanoseconds (`count * 1e9 / rate`) so they
+//! add up with pprof CPU profiles of the same service; everything else keeps its counts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flamepipe_core::body::BodyError;
+use flamepipe_core::labels::{Labels, METRIC_NAME, PROFILE_TYPE};
+use flamepipe_core::pprof::PprofError;
+use flamepipe_core::symbols::{Function, Line, Location};
+use flamepipe_core::{Profile, ProfileType, Sample, SymbolsBuilder};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `frame;frame;frame count`
+    Folded,
+    /// `frame;frame;frame`, each line one sample
+    Lines,
+}
+
+pub(crate) struct FoldedOptions {
+    pub mode: Mode,
+    /// Series labels without `__name__` and `__profile_type__`.
+    pub series: Labels,
+    /// (profile name, sample type, unit) from `folded_profile_kind`.
+    pub kind: (&'static str, &'static str, &'static str),
+    /// Samples per second; 0 when unknown.
+    pub sample_rate: u32,
+    pub timestamp_ns: i64,
+    pub duration_ns: i64,
+    pub max_samples: usize,
+}
+
+pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
+    let (name, mut sample_type, mut sample_unit) = opts.kind;
+    let (mut period_type, mut period_unit, mut period) = ("", "", 0i64);
+    if matches!(name, "process_cpu" | "wall") && opts.sample_rate > 0 {
+        sample_type = if name == "wall" { "wall" } else { "cpu" };
+        sample_unit = "nanoseconds";
+        period_type = sample_type;
+        period_unit = "nanoseconds";
+        period = 1_000_000_000 / i64::from(opts.sample_rate);
+    }
+
+    let mut b = SymbolsBuilder::new();
+    // Frame name -> location id: most frames repeat on every line.
+    let mut frames: HashMap<&str, u32> = HashMap::new();
+    // Values by stack id; the builder hands out stack ids densely from 0.
+    let mut values: Vec<i64> = Vec::new();
+    let mut stack = Vec::new();
+    let mut count_lines = 0usize;
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (frames_part, count) = match opts.mode {
+            Mode::Lines => (line, 1),
+            Mode::Folded => {
+                let (frames_part, count) = line
+                    .rsplit_once(' ')
+                    .ok_or_else(|| bad_line(number, "no sample count"))?;
+                let count: i64 = count
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad_line(number, "the sample count is not a whole number"))?;
+                if count < 0 {
+                    return Err(bad_line(number, "negative sample count"));
+                }
+                (frames_part.trim_end(), count)
+            }
+        };
+        if count == 0 {
+            continue;
+        }
+        count_lines += 1;
+        if count_lines > opts.max_samples {
+            return Err(PprofError::TooManySamples {
+                got: count_lines,
+                limit: opts.max_samples,
+            }
+            .into());
+        }
+        stack.clear();
+        // Folded stacks list the root first; the model wants the leaf first.
+        for frame in frames_part.rsplit(';').filter(|f| !f.is_empty()) {
+            let location = *frames.entry(frame).or_insert_with(|| {
+                let name = b.string(frame);
+                let function = b.function(Function {
+                    name,
+                    system_name: name,
+                    ..Function::default()
+                });
+                b.location(Location {
+                    mapping: 0,
+                    address: 0,
+                    lines: vec![Line { function, line: 0 }],
+                })
+            });
+            stack.push(location);
+        }
+        // An empty stack still counts: py-spy writes ` 2` for samples it could not attribute,
+        // and dropping them would make totals disagree with the profiler's.
+        let id = b.stack(&stack) as usize;
+        debug_assert!(id <= values.len(), "stack ids are dense");
+        if id == values.len() {
+            values.push(0);
+        }
+        let value = if period > 0 {
+            count.saturating_mul(period)
+        } else {
+            count
+        };
+        values[id] = values[id].saturating_add(value);
+    }
+    if values.is_empty() {
+        return Err(BodyError::Empty.into());
+    }
+
+    let profile_type = ProfileType {
+        name: name.to_string(),
+        sample_type: sample_type.to_string(),
+        sample_unit: sample_unit.to_string(),
+        period_type: period_type.to_string(),
+        period_unit: period_unit.to_string(),
+    };
+    let mut series = opts.series.clone();
+    series.set(METRIC_NAME, name);
+    series.set(PROFILE_TYPE, profile_type.id());
+    let samples = values
+        .into_iter()
+        .enumerate()
+        .map(|(stack, value)| Sample {
+            stack: stack as u32,
+            value,
+            labels: 0,
+        })
+        .collect();
+    Ok(Profile {
+        series,
+        profile_type,
+        timestamp_ns: opts.timestamp_ns,
+        duration_ns: opts.duration_ns,
+        period,
+        samples,
+        symbols: Arc::new(b.finish()),
+    })
+}
+
+fn bad_line(index: usize, problem: &str) -> Error {
+    Error::bad_request(format!("invalid folded line {}: {problem}", index + 1))
+}

@@ -1,0 +1,326 @@
+//! The legacy `POST /ingest` API: query parameters, Pyroscope's time syntax, the multipart
+//! envelope and the choice between pprof and folded text.
+//!
+//! Labels follow Pyroscope's legacy path: `service_name` is the whole application name (the
+//! part before `{`) unless a `service_name` tag is given; tags whose names start with `__` are
+//! dropped; `pyroscope_spy` is the `spyName` parameter; and every `.` in a label name becomes
+//! `_` (Pyroscope's `SanitizeLegacyLabelName`), so `otel.scope.name` is stored as
+//! `otel_scope_name`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use flamepipe_core::Profile;
+use flamepipe_core::body::{self, BodyError};
+use flamepipe_core::labels::{self, Labels, SERVICE_NAME};
+use flamepipe_core::pprof::{self, ConvertOptions, Limits, PprofError, proto};
+use flamepipe_core::profile_type::folded_profile_kind;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::folded::{self, FoldedOptions, Mode};
+
+/// The label that records which profiler sent a legacy upload.
+const SPY_LABEL: &str = "pyroscope_spy";
+/// Pyroscope's default `sampleRate` (Hz) when a sender gives none.
+const DEFAULT_SAMPLE_RATE: u32 = 100;
+const NS_PER_SEC: i64 = 1_000_000_000;
+
+/// The body format the `format` parameter asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    Pprof,
+    Folded,
+    Lines,
+    /// No `format`: pprof if the body is gzip or decodes as pprof, folded text otherwise.
+    Sniff,
+}
+
+/// The query parameters of one `/ingest` request, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IngestParams {
+    pub app: String,
+    pub tags: Vec<(String, String)>,
+    pub from_ns: i64,
+    pub until_ns: i64,
+    pub format: Format,
+    pub sample_rate: u32,
+    pub spy_name: String,
+    pub now_ns: i64,
+}
+
+impl IngestParams {
+    pub fn parse(query: &str, now_ns: i64) -> Result<Self> {
+        let (mut name, mut from, mut until, mut format, mut sample_rate, mut spy) =
+            (None, None, None, None, None, None);
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match key.as_ref() {
+                "name" => &mut name,
+                "from" => &mut from,
+                "until" => &mut until,
+                "format" => &mut format,
+                "sampleRate" => &mut sample_rate,
+                "spyName" => &mut spy,
+                // `units` and `aggregationType` describe trie/tree uploads; folded text needs neither.
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        let name = name.ok_or(Error::MissingName)?;
+        let (app, tags) = labels::parse_app_name(&name)?;
+        let time = |param: &'static str, value: Option<Cow<'_, str>>| match value {
+            None => Ok(now_ns),
+            Some(v) => parse_time(&v, now_ns).ok_or_else(|| Error::Time {
+                param,
+                value: v.into_owned(),
+            }),
+        };
+        let from_ns = time("from", from)?;
+        let until_ns = time("until", until)?;
+        let format = match format.as_deref() {
+            None | Some("") => Format::Sniff,
+            Some("pprof") => Format::Pprof,
+            Some("folded") => Format::Folded,
+            Some("lines") => Format::Lines,
+            Some(other) => return Err(Error::Format(other.to_string())),
+        };
+        let sample_rate = match sample_rate.as_deref() {
+            None | Some("") => DEFAULT_SAMPLE_RATE,
+            Some(v) => v.parse().map_err(|_| {
+                Error::bad_request(format!("invalid sampleRate {v:?}: expected a whole number of hertz"))
+            })?,
+        };
+        let spy_name = spy
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| "unknown".to_string(), Cow::into_owned);
+        Ok(IngestParams {
+            app,
+            tags,
+            from_ns,
+            until_ns,
+            format,
+            sample_rate,
+            spy_name,
+            now_ns,
+        })
+    }
+
+    fn duration_ns(&self) -> i64 {
+        self.until_ns.saturating_sub(self.from_ns).max(0)
+    }
+
+    /// Series labels for the profiles of this upload, `service_name` being `service_name`.
+    fn series(&self, service_name: &str) -> Labels {
+        let mut series = Labels::new();
+        series.set(SERVICE_NAME, service_name);
+        series.set(SPY_LABEL, self.spy_name.as_str());
+        for (name, value) in &self.tags {
+            if name.starts_with("__") {
+                continue;
+            }
+            series.set(sanitize_label_name(name), value.as_str());
+        }
+        series
+    }
+}
+
+/// Pyroscope's `attime` rules: all digits are unix time in seconds, or milliseconds (13
+/// digits), microseconds (16) or nanoseconds (19); `now`, `now-1h`, `-30m` and the like are
+/// relative to `now_ns`. Returns nanoseconds, or `None` when `value` is none of these.
+pub(crate) fn parse_time(value: &str, now_ns: i64) -> Option<i64> {
+    let value = value.trim();
+    if value.is_empty() || value == "now" {
+        return Some(now_ns);
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = value.parse().ok()?;
+        return match value.len() {
+            13 => n.checked_mul(1_000_000),
+            16 => n.checked_mul(1_000),
+            19 => Some(n),
+            _ => n.checked_mul(NS_PER_SEC),
+        };
+    }
+    let relative = value.strip_prefix("now").unwrap_or(value);
+    let (sign, rest) = match relative.as_bytes().first() {
+        Some(b'-') => (-1, &relative[1..]),
+        Some(b'+') => (1, &relative[1..]),
+        _ => return None,
+    };
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let (count, unit) = rest.split_at(digits);
+    let count: i64 = count.parse().ok()?;
+    const DAY: i64 = 86_400 * NS_PER_SEC;
+    let unit_ns = match unit {
+        "s" | "sec" | "secs" | "second" | "seconds" => NS_PER_SEC,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60 * NS_PER_SEC,
+        "h" | "hour" | "hours" => 3_600 * NS_PER_SEC,
+        "d" | "day" | "days" => DAY,
+        "w" | "week" | "weeks" => 7 * DAY,
+        "mon" | "month" | "months" => 30 * DAY,
+        "y" | "year" | "years" => 365 * DAY,
+        _ => return None,
+    };
+    now_ns.checked_add(sign * count.checked_mul(unit_ns)?)
+}
+
+/// Pyroscope's `SanitizeLegacyLabelName`: OpenTelemetry-style dotted names become underscored.
+pub(crate) fn sanitize_label_name(name: &str) -> Cow<'_, str> {
+    if name.contains('.') {
+        Cow::Owned(name.replace('.', "_"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// An `/ingest` body: raw, or the parts of a multipart/form-data upload.
+#[derive(Debug)]
+pub(crate) enum IngestBody {
+    Raw(Bytes),
+    Multipart {
+        profile: Bytes,
+        /// pprof sample type -> display name, from the `sample_type_config` part.
+        display_names: Option<HashMap<String, String>>,
+    },
+}
+
+/// One entry of the `sample_type_config` part; the other keys (`units`, `aggregation`,
+/// `cumulative`, `sampled`) describe rendering and are ignored.
+#[derive(Deserialize)]
+struct SampleTypeConfig {
+    #[serde(rename = "display-name")]
+    display_name: Option<String>,
+}
+
+impl IngestBody {
+    pub async fn from_request(content_type: &str, bytes: Bytes) -> Result<Self> {
+        let is_multipart = content_type
+            .split(';')
+            .next()
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"));
+        if !is_multipart {
+            return Ok(IngestBody::Raw(bytes));
+        }
+        let multipart_error = |e: multer::Error| Error::bad_request(format!("invalid multipart body: {e}"));
+        let boundary = multer::parse_boundary(content_type).map_err(multipart_error)?;
+        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let (mut profile, mut display_names) = (None, None);
+        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            match field.name() {
+                Some("profile") => profile = Some(field.bytes().await.map_err(multipart_error)?),
+                Some("prev_profile") => {
+                    // Cumulative senders diff against it; we only store deltas.
+                    let previous = field.bytes().await.map_err(multipart_error)?;
+                    if !previous.is_empty() {
+                        return Err(Error::bad_request(
+                            "multipart part prev_profile is not supported: send delta profiles",
+                        ));
+                    }
+                }
+                Some("sample_type_config") => {
+                    let json = field.bytes().await.map_err(multipart_error)?;
+                    let config: HashMap<String, SampleTypeConfig> = serde_json::from_slice(&json)
+                        .map_err(|e| Error::bad_request(format!("invalid sample_type_config: {e}")))?;
+                    display_names = Some(
+                        config
+                            .into_iter()
+                            .filter_map(|(st, c)| c.display_name.map(|name| (st, name)))
+                            .collect(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        let profile = profile.ok_or_else(|| Error::bad_request("multipart body has no part named profile"))?;
+        Ok(IngestBody::Multipart { profile, display_names })
+    }
+}
+
+/// Decodes an `/ingest` body into profiles (CPU-bound: run it on the blocking pool).
+pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -> Result<Vec<Profile>> {
+    let (bytes, display_names) = match body {
+        IngestBody::Multipart { .. } if matches!(params.format, Format::Folded | Format::Lines) => {
+            return Err(Error::bad_request("multipart uploads must hold a pprof profile"));
+        }
+        IngestBody::Multipart { profile, display_names } => {
+            let p = pprof::decode(&profile, limits)?;
+            return pprof_profiles(params, &p, display_names.as_ref());
+        }
+        IngestBody::Raw(bytes) => (bytes, None::<HashMap<String, String>>),
+    };
+    if bytes.is_empty() {
+        return Err(BodyError::Empty.into());
+    }
+    match params.format {
+        Format::Pprof => pprof_profiles(params, &pprof::decode(&bytes, limits)?, display_names.as_ref()),
+        Format::Folded => folded_profiles(params, &bytes, Mode::Folded, limits),
+        Format::Lines => folded_profiles(params, &bytes, Mode::Lines, limits),
+        Format::Sniff => {
+            if body::is_gzip(&bytes) {
+                return pprof_profiles(params, &pprof::decode(&bytes, limits)?, None);
+            }
+            // Text rarely decodes as protobuf at all, and never with sample types.
+            let error = match pprof::decode(&bytes, limits) {
+                Ok(p) if !p.sample_type.is_empty() => return pprof_profiles(params, &p, None),
+                Ok(_) => PprofError::NoSampleTypes,
+                Err(e) => e,
+            };
+            match std::str::from_utf8(&bytes) {
+                Ok(_) => folded_profiles(params, &bytes, Mode::Folded, limits),
+                Err(_) => Err(error.into()),
+            }
+        }
+    }
+}
+
+fn pprof_profiles(
+    params: &IngestParams,
+    p: &proto::Profile,
+    display_names: Option<&HashMap<String, String>>,
+) -> Result<Vec<Profile>> {
+    let series = params.series(&params.app);
+    let opts = ConvertOptions {
+        series: &series,
+        name: None,
+        // The profile's own start wins; `from` only fills in for senders that leave it out.
+        timestamp_ns: (p.time_nanos <= 0).then_some(params.from_ns),
+        duration_ns: Some(params.duration_ns()),
+        now_ns: params.now_ns,
+        display_names,
+    };
+    Ok(pprof::to_profiles(p, &opts)?)
+}
+
+fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Limits) -> Result<Vec<Profile>> {
+    let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
+    let text = std::str::from_utf8(&raw).map_err(|e| Error::bad_request(format!("folded body is not utf-8: {e}")))?;
+    // `app.cpu` is a CPU profile of `app`; an unknown or missing suffix is a CPU profile of
+    // the whole name, as in Pyroscope.
+    let (service, kind) = match params.app.rsplit_once('.') {
+        Some((service, suffix)) if !service.is_empty() => match folded_profile_kind(suffix) {
+            Some(kind) => (service, kind),
+            None => (params.app.as_str(), cpu_kind()),
+        },
+        _ => (params.app.as_str(), cpu_kind()),
+    };
+    let series = params.series(service);
+    let profile = folded::to_profile(
+        text,
+        &FoldedOptions {
+            mode,
+            series,
+            kind,
+            sample_rate: params.sample_rate,
+            timestamp_ns: params.from_ns,
+            duration_ns: params.duration_ns(),
+            max_samples: limits.max_samples,
+        },
+    )?;
+    Ok(vec![profile])
+}
+
+fn cpu_kind() -> (&'static str, &'static str, &'static str) {
+    folded_profile_kind("cpu").unwrap_or(("process_cpu", "samples", "count"))
+}

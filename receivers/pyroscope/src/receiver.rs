@@ -1,0 +1,256 @@
+//! The HTTP side: routes, body limits, tenants, hand-off to the pipelines and acknowledgement.
+//!
+//! Each handler reads the body under `max_request_bytes`, decodes it on the blocking pool (the
+//! decode is CPU-bound and must not stall the runtime), then hands ONE batch to the pipelines.
+//! Nothing is sent before the whole request decoded, so a refused request leaves no trace
+//! downstream. Every refusal is counted in telemetry under a stable reason.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use flamepipe_core::DEFAULT_TENANT;
+use flamepipe_core::Profile;
+use flamepipe_core::component::{Ack, Batch, BuildContext, PipelineSender, SendError};
+use flamepipe_core::pprof::Limits;
+use flamepipe_core::telemetry::Telemetry;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tracing::{debug, warn};
+
+use crate::config::{AckMode, Config};
+use crate::error::{Error, Result};
+use crate::ingest::{self, IngestBody, IngestParams};
+use crate::push::{self, PushEncoding};
+
+/// Paths of the legacy ingest API; Pyroscope serves it under both.
+pub const INGEST_PATHS: [&str; 2] = ["/ingest", "/pyroscope/ingest"];
+/// Path of the Connect Push API.
+pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
+
+/// Longest tenant id accepted, as in Cortex and Mimir.
+const MAX_TENANT_LEN: usize = 150;
+
+pub(crate) fn paths() -> Vec<String> {
+    INGEST_PATHS.iter().chain([&PUSH_PATH]).map(|p| p.to_string()).collect()
+}
+
+/// What every handler shares.
+pub(crate) struct Shared {
+    id: Arc<str>,
+    telemetry: Arc<Telemetry>,
+    output: PipelineSender,
+    limits: Limits,
+    max_request_bytes: usize,
+    ack: AckMode,
+    ack_timeout: std::time::Duration,
+}
+
+/// The receiver's routes, ready to be merged into the server of its address.
+pub fn router(config: &Config, ctx: &BuildContext, output: PipelineSender) -> Router {
+    let shared = Arc::new(Shared {
+        id: Arc::clone(&ctx.id),
+        telemetry: Arc::clone(&ctx.telemetry),
+        output,
+        limits: Limits {
+            max_decompressed_bytes: config.max_decompressed_bytes.as_usize(),
+            max_samples: config.max_samples,
+        },
+        max_request_bytes: config.max_request_bytes.as_usize(),
+        ack: config.ack,
+        ack_timeout: config.ack_timeout.0,
+    });
+    let mut router = Router::new();
+    for path in INGEST_PATHS {
+        router = router.route(path, post(ingest_handler));
+    }
+    router.route(PUSH_PATH, post(push_handler)).with_state(shared)
+}
+
+async fn ingest_handler(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match ingest_request(Arc::clone(&shared), query.as_deref().unwrap_or(""), &headers, body).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => {
+            shared.refused(&e, "ingest");
+            (e.status(), e.to_string()).into_response()
+        }
+    }
+}
+
+async fn ingest_request(shared: Arc<Shared>, query: &str, headers: &HeaderMap, body: Body) -> Result<()> {
+    let tenant = tenant(headers)?;
+    // The query is checked before the body is read: a bad name costs no body transfer.
+    let params = IngestParams::parse(query, now_ns())?;
+    let bytes = read_body(body, headers, shared.max_request_bytes).await?;
+    let body_len = bytes.len();
+    let content_type = content_type(headers.get(CONTENT_TYPE)).to_string();
+    let limits = shared.limits;
+    complete_detached(shared, tenant, body_len, async move {
+        let body = IngestBody::from_request(&content_type, bytes).await?;
+        blocking(move || ingest::decode(&params, body, &limits)).await
+    })
+    .await
+}
+
+async fn push_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let encoding = PushEncoding::from_content_type(content_type(headers.get(CONTENT_TYPE)));
+    match push_request(Arc::clone(&shared), encoding, &headers, body).await {
+        Ok(encoding) => push::ok_response(encoding),
+        Err(e) => {
+            shared.refused(&e, "push");
+            push::error_response(&e)
+        }
+    }
+}
+
+async fn push_request(
+    shared: Arc<Shared>,
+    encoding: Result<PushEncoding>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<PushEncoding> {
+    let encoding = encoding?;
+    let tenant = tenant(headers)?;
+    let compressed = match headers.get(CONTENT_ENCODING).map(HeaderValue::to_str) {
+        None => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
+        Some(v) => {
+            return Err(Error::bad_request(format!(
+                "unsupported content encoding {:?}: expected gzip or identity",
+                v.unwrap_or("<not ascii>")
+            )));
+        }
+    };
+    let bytes = read_body(body, headers, shared.max_request_bytes).await?;
+    let body_len = bytes.len();
+    let limits = shared.limits;
+    complete_detached(shared, tenant, body_len, async move {
+        blocking(move || push::decode(encoding, compressed, bytes, &limits)).await
+    })
+    .await?;
+    Ok(encoding)
+}
+
+/// Decodes and delivers a request whose body has arrived, in a task of its own: the request
+/// is seen through even if the client hangs up meanwhile. SDKs upload at exit without waiting
+/// for the answer (pyroscope-io 0.8 does), and their last profile must not depend on whether
+/// the process died before or after the decode finished.
+async fn complete_detached(
+    shared: Arc<Shared>,
+    tenant: Arc<str>,
+    body_len: usize,
+    decode: impl Future<Output = Result<Vec<Profile>>> + Send + 'static,
+) -> Result<()> {
+    tokio::spawn(async move {
+        let profiles = decode.await?;
+        shared.deliver(tenant, profiles, body_len).await
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("request task failed: {e}")))?
+}
+
+impl Shared {
+    /// Hands the request's profiles on as one batch and waits for the acknowledgement the
+    /// config asks for.
+    async fn deliver(&self, tenant: Arc<str>, profiles: Vec<Profile>, body_len: usize) -> Result<()> {
+        let count = profiles.len() as u64;
+        let (ack, waiter) = Ack::new();
+        let batch = Batch {
+            tenant,
+            profiles,
+            acks: vec![ack],
+        };
+        self.output.try_send(batch).map_err(|e| match e {
+            SendError::Full(_) => Error::PipelineFull(e.to_string()),
+            SendError::Closed(_) => Error::ShuttingDown(e.to_string()),
+        })?;
+        if self.ack == AckMode::Durable {
+            match tokio::time::timeout(self.ack_timeout, waiter).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(message))) => return Err(Error::WriteFailed(message)),
+                // The last share always reports on drop, so this means a bug upstream.
+                Ok(Err(_)) => return Err(Error::WriteFailed("acknowledgement lost".to_string())),
+            }
+        }
+        self.telemetry.accepted(&self.id, count, body_len as u64);
+        Ok(())
+    }
+
+    fn refused(&self, error: &Error, api: &'static str) {
+        let reason = error.reason();
+        self.telemetry.refused(&self.id, reason);
+        if error.is_server_side() {
+            warn!(component = %self.id, api, reason, error = %error, "request refused");
+        } else {
+            debug!(component = %self.id, api, reason, error = %error, "request refused");
+        }
+    }
+}
+
+/// The tenant named by `X-Scope-OrgID`, checked the way Cortex-style systems check it, since
+/// tenant ids end up in object keys.
+fn tenant(headers: &HeaderMap) -> Result<Arc<str>> {
+    let Some(value) = headers.get("x-scope-orgid") else {
+        return Ok(Arc::from(DEFAULT_TENANT));
+    };
+    let id = value.to_str().map_err(|_| Error::Tenant("must be visible ascii"))?;
+    if id.is_empty() {
+        return Err(Error::Tenant("must not be empty"));
+    }
+    if id.len() > MAX_TENANT_LEN {
+        return Err(Error::Tenant("longer than 150 characters"));
+    }
+    if id.contains('/') {
+        return Err(Error::Tenant("must not contain '/'"));
+    }
+    if id == "." || id == ".." {
+        return Err(Error::Tenant("must not be \".\" or \"..\""));
+    }
+    Ok(Arc::from(id))
+}
+
+fn content_type(value: Option<&HeaderValue>) -> &str {
+    value.and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Reads the whole body, refusing (without reading on) as soon as it passes `limit`.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Error::TooLarge { limit }),
+        Err(e) => Err(Error::Read(e.to_string())),
+    }
+}
+
+/// Runs CPU-bound decoding on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("decoder task failed: {e}")))?
+}
+
+pub(crate) fn now_ns() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,137 @@
+//! Checks across sections, run after every part has parsed: pipelines name defined
+//! components and are complete, and HTTP addresses and routes do not collide.
+//!
+//! Only components that a pipeline uses are checked for collisions: the others are never
+//! built (they get a warning instead, as in the OpenTelemetry Collector).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use super::{Config, Defined, Problem, YamlPath};
+
+pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warnings: &mut Vec<Problem>) {
+    let mut used = BTreeSet::new();
+    for (id, pipeline) in &config.service.pipelines {
+        let at = YamlPath::root().key("service").key("pipelines").key(id);
+        for (list, kind, names) in [
+            ("receivers", "receiver", &pipeline.receivers),
+            ("processors", "processor", &pipeline.processors),
+            ("exporters", "exporter", &pipeline.exporters),
+        ] {
+            let known = match kind {
+                "receiver" => &defined.receivers,
+                "processor" => &defined.processors,
+                _ => &defined.exporters,
+            };
+            if names.is_empty() && list != "processors" {
+                errors.push(Problem::new(
+                    at.key(list),
+                    format!("a pipeline needs at least one {kind}"),
+                ));
+            }
+            for (i, name) in names.iter().enumerate() {
+                let item = at.key(list).index(i);
+                if let Some(first) = names[..i].iter().position(|n| n == name) {
+                    errors.push(Problem::new(
+                        item,
+                        format!("{kind} {name:?} is already listed at {list}[{first}]"),
+                    ));
+                } else if known.contains(name) {
+                    used.insert((kind, name.as_str()));
+                } else {
+                    let defined = if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    };
+                    errors.push(Problem::new(
+                        item,
+                        format!("unknown {kind} {name:?} (defined: {defined})"),
+                    ));
+                }
+            }
+        }
+    }
+    for (section, kind, ids) in [
+        ("receivers", "receiver", &defined.receivers),
+        ("processors", "processor", &defined.processors),
+        ("exporters", "exporter", &defined.exporters),
+    ] {
+        for id in ids {
+            if !used.contains(&(kind, id.as_str())) {
+                warnings.push(Problem::new(
+                    YamlPath::root().key(section).key(id),
+                    format!("{kind} {id:?} is defined but no pipeline uses it; it will not run"),
+                ));
+            }
+        }
+    }
+    check_addresses(config, &defined.receivers, &used, errors);
+}
+
+/// The same path twice on one address, listeners that cannot both bind, and the telemetry
+/// server colliding with a receiver.
+fn check_addresses(config: &Config, ids_in_order: &[String], used: &BTreeSet<(&str, &str)>, errors: &mut Vec<Problem>) {
+    // (address, path, receiver id) in receiver order.
+    let mut claimed: Vec<(SocketAddr, String, &str)> = Vec::new();
+    // In file order, so that the later of two claims is the one reported.
+    for id in ids_in_order {
+        let Some(receiver) = config.receivers.get(id) else {
+            continue;
+        };
+        if !used.contains(&("receiver", id.as_str())) {
+            continue;
+        }
+        let at = YamlPath::root().key("receivers").key(id);
+        // Paths already served, grouped by the receiver serving them: one message per pair.
+        let mut taken: Vec<(SocketAddr, &str, Vec<String>)> = Vec::new();
+        for (address, path) in receiver.routes() {
+            if let Some((_, _, other)) = claimed.iter().find(|(a, p, _)| *a == address && *p == path) {
+                match taken.iter_mut().find(|(a, o, _)| *a == address && o == other) {
+                    Some((_, _, paths)) => paths.push(path),
+                    None => taken.push((address, other, vec![path])),
+                }
+            } else if let Some((a, _, other)) = claimed.iter().find(|(a, _, _)| overlaps(*a, address)) {
+                errors.push(Problem::new(
+                    &at,
+                    format!(
+                        "address {address} overlaps {a} used by receiver {other:?}; components that share a port must use the same address"
+                    ),
+                ));
+            } else {
+                claimed.push((address, path, id.as_str()));
+            }
+        }
+        for (address, other, paths) in taken {
+            let (noun, verb) = if paths.len() == 1 {
+                ("route", "is")
+            } else {
+                ("routes", "are")
+            };
+            let paths = paths.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
+            errors.push(Problem::new(
+                &at,
+                format!("{noun} {paths} on {address} {verb} already served by receiver {other:?}"),
+            ));
+        }
+    }
+    let metrics = config.service.telemetry.metrics_address.0;
+    if let Some((a, _, other)) = claimed
+        .iter()
+        .find(|(a, _, _)| (*a == metrics && a.port() != 0) || overlaps(*a, metrics))
+    {
+        errors.push(Problem::new(
+            "service.telemetry.metrics_address",
+            format!("{metrics} collides with {a} used by receiver {other:?}; the telemetry server needs an address of its own"),
+        ));
+    }
+}
+
+/// Two different listen addresses that cannot both be bound: the same fixed port, with
+/// one of them the unspecified address (or the same address written twice, e.g. v4/v6).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a != b
+        && a.port() == b.port()
+        && a.port() != 0
+        && (a.ip().is_unspecified() || b.ip().is_unspecified() || a.ip() == b.ip())
+}

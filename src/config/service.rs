@@ -1,0 +1,203 @@
+//! The `service` section: pipelines, flamepipe's own telemetry and the shutdown bound.
+//!
+//! Component sections are open-ended (the registry decides their types); this one is fixed,
+//! so its parts are plain serde structs that reject unknown keys. Each part is parsed on its
+//! own so that one mistake does not hide the others.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use flamepipe_core::config::{ConfigIssue, Duration, Validate};
+use serde::{Deserialize, Deserializer};
+
+/// The default of `service.telemetry.metrics_address` (the Collector's port).
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:8888";
+/// The default of `service.queue_size`: batches each channel between components holds.
+pub const DEFAULT_QUEUE_SIZE: usize = 64;
+/// The default of `service.shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct Service {
+    /// In file order, keyed `profiles` or `profiles/NAME`.
+    pub pipelines: Vec<(String, Pipeline)>,
+    pub telemetry: TelemetrySettings,
+    pub shutdown_timeout: Duration,
+    /// Batches each channel between components holds (see `topology`).
+    pub queue_size: usize,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service {
+            pipelines: Vec::new(),
+            telemetry: TelemetrySettings::default(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            queue_size: DEFAULT_QUEUE_SIZE,
+        }
+    }
+}
+
+/// One pipeline: component ids, in order for processors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    pub receivers: Vec<String>,
+    pub processors: Vec<String>,
+    pub exporters: Vec<String>,
+}
+
+impl Validate for Pipeline {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+}
+
+/// `service.telemetry`; its keys are parsed one by one (see the loader).
+#[derive(Debug, Default)]
+pub struct TelemetrySettings {
+    pub metrics_address: ListenAddress,
+    pub logs: LogSettings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+impl Validate for LogSettings {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+}
+
+/// An `IP:PORT` to listen on; port 0 picks a free port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddress(pub SocketAddr);
+
+impl Default for ListenAddress {
+    fn default() -> Self {
+        // The constant is a valid socket address.
+        ListenAddress(
+            DEFAULT_METRICS_ADDRESS
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8888))),
+        )
+    }
+}
+
+impl Validate for ListenAddress {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(ListenAddress).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid address {s:?}; expected IP:PORT, e.g. \"{DEFAULT_METRICS_ADDRESS}\""
+            ))
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    const ALL: [LogLevel; 5] = [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(&s))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid log level {s:?}; expected one of trace, debug, info, warn, error"
+                ))
+            })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `shutdown_timeout` on its own, so that it parses like any other part.
+pub struct ShutdownTimeout(pub Duration);
+
+impl<'de> Deserialize<'de> for ShutdownTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Duration::deserialize(d).map(ShutdownTimeout)
+    }
+}
+
+impl Validate for ShutdownTimeout {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        if self.0.is_zero() {
+            return vec![ConfigIssue::new(
+                "",
+                format!("must be greater than 0s, got \"{}\"", self.0),
+            )];
+        }
+        Vec::new()
+    }
+}
+
+/// `queue_size` on its own: at least one batch.
+pub struct QueueSize(pub usize);
+
+impl<'de> Deserialize<'de> for QueueSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        usize::deserialize(d).map(QueueSize)
+    }
+}
+
+impl Validate for QueueSize {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        if self.0 == 0 {
+            return vec![ConfigIssue::new("", "must be at least 1")];
+        }
+        Vec::new()
+    }
+}

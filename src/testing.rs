@@ -1,0 +1,184 @@
+//! Stand-in components for unit tests of config loading and the topology, independent of
+//! the real components' settings.
+//!
+//! `test` receiver: serves `paths` on `address` and, when `send` > 0, a task that sends that
+//! many one-profile batches, waiting while the pipeline is full. `test` processor: passes
+//! batches on. `test` exporter: records the tenant of each batch
+//! it got under `sink`, and with `hang` never returns.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::routing::get;
+use flamepipe_core::component::{
+    Batch, BoxFuture, BuildContext, BuildError, Exporter, ExporterConfig, HttpMount, Output, PipelineSender, Processor,
+    ProcessorConfig, ReceiverConfig, ReceiverParts, SendError,
+};
+use flamepipe_core::config::{ConfigIssue, Duration, Validate};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::registry::{Registry, exporter, processor, receiver};
+
+pub fn registry() -> Registry {
+    Registry {
+        receivers: vec![("test", receiver::<TestReceiver>), ("other", receiver::<TestReceiver>)],
+        processors: vec![("test", processor::<TestProcessor>)],
+        exporters: vec![("test", exporter::<TestExporter>)],
+    }
+}
+
+/// What one `test` exporter recorded.
+pub type Sink = Arc<Mutex<Vec<String>>>;
+
+/// Batches received per sink name, shared between a test and the exporters it configured.
+pub fn sink(name: &str) -> Sink {
+    static SINKS: OnceLock<Mutex<HashMap<String, Sink>>> = OnceLock::new();
+    let mut sinks = SINKS.get_or_init(Default::default).lock().unwrap();
+    Arc::clone(sinks.entry(name.to_string()).or_default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestReceiver {
+    address: SocketAddr,
+    paths: Vec<String>,
+    send: usize,
+}
+
+impl Default for TestReceiver {
+    fn default() -> Self {
+        TestReceiver {
+            address: "127.0.0.1:4040".parse().unwrap(),
+            paths: vec!["/ingest".into()],
+            send: 0,
+        }
+    }
+}
+
+impl Validate for TestReceiver {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+}
+
+impl ReceiverConfig for TestReceiver {
+    fn routes(&self) -> Vec<(SocketAddr, String)> {
+        self.paths.iter().map(|p| (self.address, p.clone())).collect()
+    }
+
+    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ReceiverParts, BuildError> {
+        let mut router = axum::Router::new();
+        for path in &self.paths {
+            // Like a real receiver, the routes hold the pipelines' senders.
+            let output = output.clone();
+            router = router.route(
+                path,
+                get(move || {
+                    let _ = &output;
+                    async { "ok" }
+                }),
+            );
+        }
+        let id = ctx.id.to_string();
+        let send = self.send;
+        let task: BoxFuture = Box::pin(async move {
+            let mut sent = 0;
+            while sent < send {
+                match output.try_send(Batch::new(format!("{id}#{sent}"), Vec::new())) {
+                    Ok(()) => sent += 1,
+                    Err(SendError::Full(_)) => tokio::task::yield_now().await,
+                    Err(SendError::Closed(_)) => return,
+                }
+            }
+        });
+        Ok(ReceiverParts {
+            mounts: vec![HttpMount {
+                address: self.address,
+                paths: self.paths.clone(),
+                router,
+            }],
+            task: (send > 0).then_some(task),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestProcessor {
+    flush_interval: Duration,
+}
+
+impl Default for TestProcessor {
+    fn default() -> Self {
+        TestProcessor {
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Validate for TestProcessor {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        if self.flush_interval.is_zero() {
+            return vec![ConfigIssue::new(
+                "flush_interval",
+                "must be greater than 0s, got \"0s\"",
+            )];
+        }
+        Vec::new()
+    }
+}
+
+struct PassThrough;
+
+impl Processor for PassThrough {
+    fn run(self: Box<Self>, mut input: mpsc::Receiver<Batch>, output: Output) -> BoxFuture {
+        Box::pin(async move {
+            while let Some(batch) = input.recv().await {
+                output.send(batch).await;
+            }
+        })
+    }
+}
+
+impl ProcessorConfig for TestProcessor {
+    fn build(self: Box<Self>, _: &BuildContext) -> Result<Box<dyn Processor>, BuildError> {
+        Ok(Box::new(PassThrough))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestExporter {
+    sink: String,
+    /// Never return once the input closes, to test the shutdown timeout.
+    hang: bool,
+}
+
+impl Validate for TestExporter {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+}
+
+struct Recorder(Sink, bool);
+
+impl Exporter for Recorder {
+    fn run(self: Box<Self>, mut input: mpsc::Receiver<Batch>) -> BoxFuture {
+        Box::pin(async move {
+            while let Some(batch) = input.recv().await {
+                self.0.lock().unwrap().push(batch.tenant.to_string());
+            }
+            if self.1 {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+impl ExporterConfig for TestExporter {
+    fn build(self: Box<Self>, _: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
+        Ok(Box::new(Recorder(sink(&self.sink), self.hang)))
+    }
+}
