@@ -1,19 +1,19 @@
 //! `flamepipe blocks ls|dump`: look into the blocks of an object store from the command line.
 //!
-//! Reads the store directly, with no running flamepipe needed. Objects are listed under the
-//! `blocks/` prefix; a block's objects are those whose key contains its id.
+//! Reads the store directly with the block reader, with no running flamepipe needed.
+//! `ls` prints one line per block; `dump` prints JSON lines: one per block (its footer) and
+//! one per stored profile (series, type, time, sample count, total, heaviest functions).
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::Context;
+use flamepipe_core::block::{BlockReader, BlockRef, list_blocks};
 use flamepipe_core::store::{StoreLocation, StoreRegistry};
-use futures::TryStreamExt;
 use object_store::ObjectStore;
-use object_store::path::Path;
 
-/// The prefix under which block objects live.
-const BLOCKS_PREFIX: &str = "blocks";
+/// How many functions `dump` lists per profile.
+const TOP_FUNCTIONS: usize = 5;
 
 /// A store that cannot be opened is a usage problem (exit 2), not a runtime failure.
 #[derive(Debug, thiserror::Error)]
@@ -23,99 +23,193 @@ pub struct BadStore(pub String);
 fn open(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let location = StoreLocation::parse(url).map_err(|e| BadStore(e.to_string()))?;
     // Opening a local store creates its directory; an inspection command must not.
-    if let StoreLocation::Local(path) = &location {
-        if !path.is_dir() {
-            return Err(BadStore(format!("store {url:?}: {} is not a directory", path.display())).into());
-        }
+    if let StoreLocation::Local(path) = &location
+        && !path.is_dir()
+    {
+        return Err(BadStore(format!("store {url:?}: {} is not a directory", path.display())).into());
     }
     Ok(StoreRegistry::default()
         .open(url)
         .map_err(|e| BadStore(e.to_string()))?)
 }
 
-async fn list(store: &dyn ObjectStore) -> anyhow::Result<Vec<object_store::ObjectMeta>> {
-    let prefix = Path::from(BLOCKS_PREFIX);
-    let mut objects: Vec<_> = store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .context("listing blocks")?;
-    objects.sort_by(|a, b| a.location.cmp(&b.location));
-    Ok(objects)
+fn rfc3339(ns: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Prints one line per object under `blocks/`: key, size in bytes, last modified.
-pub async fn ls(url: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+async fn blocks(url: &str) -> anyhow::Result<(Arc<dyn ObjectStore>, Vec<BlockRef>)> {
     let store = open(url)?;
-    for meta in list(store.as_ref()).await? {
+    let blocks = list_blocks(store.as_ref(), None).await?;
+    Ok((store, blocks))
+}
+
+/// Prints one line per block: id, tenant, level, time range, profiles, samples, size, services.
+pub async fn ls(url: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (store, blocks) = blocks(url).await?;
+    writeln!(
+        out,
+        "BLOCK\tTENANT\tLEVEL\tMIN TIME\tMAX TIME\tPROFILES\tSAMPLES\tBYTES\tSERVICES"
+    )?;
+    for block in blocks {
+        let reader = BlockReader::open(Arc::clone(&store), block.path.clone()).await?;
+        let meta = reader.meta();
+        let services: Vec<&str> = meta.datasets.iter().map(|d| d.service_name.as_str()).collect();
         writeln!(
             out,
-            "{}\t{}\t{}",
-            meta.location,
-            meta.size,
-            meta.last_modified.to_rfc3339()
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            meta.id,
+            meta.tenant,
+            meta.level,
+            rfc3339(meta.min_time_ns),
+            rfc3339(meta.max_time_ns),
+            meta.profile_count,
+            meta.sample_count,
+            block.size,
+            services.join(",")
         )?;
     }
     Ok(())
 }
 
-/// Prints the objects of the block `id` (every block when `None`) as JSON lines.
+/// Prints the block `id` (every block when `None`) and its profiles as JSON lines.
 pub async fn dump(url: &str, id: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
-    let store = open(url)?;
-    let objects = list(store.as_ref()).await?;
-    let selected: Vec<_> = objects
-        .iter()
-        .filter(|m| id.is_none_or(|id| m.location.as_ref().contains(id)))
+    let (store, blocks) = blocks(url).await?;
+    let selected: Vec<BlockRef> = blocks
+        .into_iter()
+        .filter(|b| id.is_none_or(|id| b.id.to_string() == id))
         .collect();
     if let (Some(id), true) = (id, selected.is_empty()) {
         anyhow::bail!("no block {id:?} in {url}");
     }
-    for meta in selected {
+    for block in selected {
+        let reader = BlockReader::open(Arc::clone(&store), block.path.clone()).await?;
+        let meta = reader.meta();
+        let datasets: Vec<serde_json::Value> = meta
+            .datasets
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "service_name": d.service_name,
+                    "profile_types": d.profile_types,
+                    "profiles": d.profile_count,
+                    "samples": d.sample_count,
+                    "min_time": rfc3339(d.min_time_ns),
+                    "max_time": rfc3339(d.max_time_ns),
+                })
+            })
+            .collect();
         let line = serde_json::json!({
-            "key": meta.location.as_ref(),
-            "size": meta.size,
-            "last_modified": meta.last_modified.to_rfc3339(),
-            "e_tag": meta.e_tag,
+            "block": meta.id,
+            "key": block.path.as_ref(),
+            "bytes": block.size,
+            "tenant": meta.tenant,
+            "level": meta.level,
+            "min_time": rfc3339(meta.min_time_ns),
+            "max_time": rfc3339(meta.max_time_ns),
+            "created_by": meta.created_by,
+            "datasets": datasets,
         });
         writeln!(out, "{line}")?;
+        for ds in &meta.datasets {
+            for p in reader.profiles(ds).await? {
+                let mut functions: Vec<(String, i64)> = p
+                    .function_totals()
+                    .into_iter()
+                    .map(|(name, t)| (name, t.flat))
+                    .collect();
+                functions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                functions.truncate(TOP_FUNCTIONS);
+                let labels: serde_json::Map<String, serde_json::Value> =
+                    p.series.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+                let line = serde_json::json!({
+                    "block": meta.id,
+                    "profile_type": p.profile_type.id(),
+                    "labels": labels,
+                    "time": rfc3339(p.timestamp_ns),
+                    "duration_ns": p.duration_ns,
+                    "samples": p.samples.len(),
+                    "total": p.total(),
+                    "top_flat": functions,
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use flamepipe_core::block::{BlockBuilder, block_path};
+    use flamepipe_core::{Labels, Profile, ProfileType, Sample, SymbolsBuilder};
     use object_store::ObjectStoreExt;
+    use ulid::Ulid;
+
+    use super::*;
+
+    fn profile() -> Profile {
+        let mut b = SymbolsBuilder::new();
+        let name = b.string("main.work");
+        let function = b.function(flamepipe_core::symbols::Function {
+            name,
+            ..Default::default()
+        });
+        let location = b.location(flamepipe_core::symbols::Location {
+            lines: vec![flamepipe_core::symbols::Line { function, line: 1 }],
+            ..Default::default()
+        });
+        let stack = b.stack(&[location]);
+        Profile {
+            series: [("service_name", "checkout")].into_iter().collect::<Labels>(),
+            profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+            timestamp_ns: 1_700_000_000_000_000_000,
+            duration_ns: 10,
+            period: 1,
+            samples: vec![Sample {
+                stack,
+                value: 42,
+                labels: 0,
+            }],
+            symbols: Arc::new(b.finish()),
+        }
+    }
 
     #[tokio::test]
-    async fn lists_and_dumps_objects_under_blocks() {
+    async fn lists_and_dumps_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().to_str().unwrap();
         let store = StoreRegistry::default().open(url).unwrap();
-        for key in [
-            "blocks/anonymous/01AAA/block.bin",
-            "blocks/anonymous/01BBB/block.bin",
-            "other/x",
-        ] {
-            store
-                .put(&Path::from(key), bytes::Bytes::from_static(b"abc").into())
-                .await
-                .unwrap();
-        }
+        let mut builder = BlockBuilder::new("anonymous", 0);
+        builder.add(&profile());
+        let id = Ulid::new();
+        let block = builder.finish(id).unwrap();
+        store
+            .put(&block_path("anonymous", id), block.bytes.into())
+            .await
+            .unwrap();
+
         let mut out = Vec::new();
         ls(url, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
-        let keys: Vec<_> = text.lines().map(|l| l.split('\t').next().unwrap()).collect();
-        assert_eq!(
-            keys,
-            ["blocks/anonymous/01AAA/block.bin", "blocks/anonymous/01BBB/block.bin"]
-        );
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split('\t').collect();
+        assert_eq!(row[0], id.to_string());
+        assert_eq!(&row[1..3], ["anonymous", "0"]);
+        assert_eq!(row[3], "2023-11-14T22:13:20.000Z");
+        assert_eq!(&row[5..7], ["1", "1"]);
+        assert_eq!(row[8], "checkout");
 
         let mut out = Vec::new();
-        dump(url, Some("01BBB"), &mut out).await.unwrap();
-        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(line["key"], "blocks/anonymous/01BBB/block.bin");
-        assert_eq!(line["size"], 3);
+        dump(url, Some(&id.to_string()), &mut out).await.unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["datasets"][0]["service_name"], "checkout");
+        assert_eq!(lines[1]["total"], 42);
+        assert_eq!(lines[1]["labels"]["service_name"], "checkout");
+        assert_eq!(lines[1]["top_flat"][0], serde_json::json!(["main.work", 42]));
         assert!(dump(url, Some("01CCC"), &mut Vec::new()).await.is_err());
     }
 

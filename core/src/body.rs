@@ -19,6 +19,17 @@ pub enum BodyError {
     Gzip(String),
 }
 
+impl BodyError {
+    /// A short stable name for metrics (`reason` label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BodyError::Empty => "empty_body",
+            BodyError::TooLarge { .. } => "too_large",
+            BodyError::Gzip(_) => "bad_gzip",
+        }
+    }
+}
+
 pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&GZIP_MAGIC)
 }

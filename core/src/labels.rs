@@ -141,6 +141,16 @@ pub fn is_valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
+/// Pyroscope's rule for label names from senders: dots become underscores
+/// (`otel.scope.name` -> `otel_scope_name`), since selectors cannot name them otherwise.
+pub fn sanitize_label_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('.') {
+        std::borrow::Cow::Owned(name.replace('.', "_"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

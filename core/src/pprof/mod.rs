@@ -39,9 +39,7 @@ impl PprofError {
     /// A short stable name for metrics (`reason` label).
     pub fn reason(&self) -> &'static str {
         match self {
-            PprofError::Body(BodyError::Empty) => "empty_body",
-            PprofError::Body(BodyError::TooLarge { .. }) => "too_large",
-            PprofError::Body(BodyError::Gzip(_)) => "bad_gzip",
+            PprofError::Body(e) => e.reason(),
             PprofError::Protobuf(_) => "bad_protobuf",
             PprofError::TooManySamples { .. } => "too_large",
             _ => "bad_pprof",

@@ -61,7 +61,7 @@ impl Error {
         match self {
             Error::TooLarge { .. } => "too_large",
             Error::Read(_) => "bad_request",
-            Error::Body(e) => body_reason(e),
+            Error::Body(e) => e.reason(),
             Error::Pprof(e) => e.reason(),
             Error::Protobuf(_) => "bad_protobuf",
             Error::MissingName | Error::Name(_) => "bad_name",
@@ -107,13 +107,5 @@ impl Error {
     /// Server-side trouble (worth a warning); everything else is the sender's fault.
     pub(crate) fn is_server_side(&self) -> bool {
         self.status().is_server_error() || self.status() == StatusCode::TOO_MANY_REQUESTS
-    }
-}
-
-fn body_reason(e: &BodyError) -> &'static str {
-    match e {
-        BodyError::Empty => "empty_body",
-        BodyError::TooLarge { .. } => "too_large",
-        BodyError::Gzip(_) => "bad_gzip",
     }
 }

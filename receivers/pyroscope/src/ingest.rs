@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::body::{self, BodyError};
-use flamepipe_core::labels::{self, Labels, SERVICE_NAME};
+use flamepipe_core::labels::{self, Labels, SERVICE_NAME, sanitize_label_name};
 use flamepipe_core::pprof::{self, ConvertOptions, Limits, PprofError, proto};
 use flamepipe_core::profile_type::folded_profile_kind;
 use serde::Deserialize;
@@ -163,15 +163,6 @@ pub(crate) fn parse_time(value: &str, now_ns: i64) -> Option<i64> {
         _ => return None,
     };
     now_ns.checked_add(sign * count.checked_mul(unit_ns)?)
-}
-
-/// Pyroscope's `SanitizeLegacyLabelName`: OpenTelemetry-style dotted names become underscored.
-pub(crate) fn sanitize_label_name(name: &str) -> Cow<'_, str> {
-    if name.contains('.') {
-        Cow::Owned(name.replace('.', "_"))
-    } else {
-        Cow::Borrowed(name)
-    }
 }
 
 /// An `/ingest` body: raw, or the parts of a multipart/form-data upload.

@@ -26,8 +26,8 @@ use prost::Message as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
-use crate::ingest::sanitize_label_name;
 use crate::receiver::now_ns;
+use flamepipe_core::labels::sanitize_label_name;
 
 /// Pyroscope's name for a series whose sender gives no `service_name`.
 const UNKNOWN_SERVICE: &str = "unknown_service";
