@@ -9,10 +9,11 @@
 //! `label_sets` is the empty set. Stacks list location ids leaf first; a location's lines list
 //! the innermost inlined function first (pprof's order).
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Mapping {
@@ -149,15 +150,17 @@ impl std::fmt::Display for FrameName<'_> {
 }
 
 /// Interns rows as they arrive; [`SymbolsBuilder::finish`] freezes them into [`Symbols`].
+///
+/// The hash tables hold only row ids and compare against the rows themselves, so interning a
+/// new row stores it once and interning a known one allocates nothing.
 #[derive(Debug)]
 pub struct SymbolsBuilder {
-    table: Symbols,
-    strings: FastMap<Box<str>, u32>,
-    mappings: FastMap<Mapping, u32>,
-    functions: FastMap<Function, u32>,
-    locations: FastMap<Location, u32>,
-    stacks: FastMap<Box<[u32]>, u32>,
-    label_sets: FastMap<Box<[SampleLabel]>, u32>,
+    strings: Interner<String>,
+    mappings: Interner<Mapping>,
+    functions: Interner<Function>,
+    locations: Interner<Location>,
+    stacks: FlatInterner<u32>,
+    label_sets: FlatInterner<SampleLabel>,
 }
 
 impl Default for SymbolsBuilder {
@@ -176,22 +179,12 @@ pub struct Remap {
 impl SymbolsBuilder {
     pub fn new() -> Self {
         let mut b = SymbolsBuilder {
-            table: Symbols {
-                strings: Vec::new(),
-                mappings: Vec::new(),
-                functions: Vec::new(),
-                locations: Vec::new(),
-                stack_offsets: vec![0],
-                stack_locations: Vec::new(),
-                label_set_offsets: vec![0],
-                label_set_labels: Vec::new(),
-            },
-            strings: FastMap::default(),
-            mappings: FastMap::default(),
-            functions: FastMap::default(),
-            locations: FastMap::default(),
-            stacks: FastMap::default(),
-            label_sets: FastMap::default(),
+            strings: Interner::default(),
+            mappings: Interner::default(),
+            functions: Interner::default(),
+            locations: Interner::default(),
+            stacks: FlatInterner::default(),
+            label_sets: FlatInterner::default(),
         };
         b.string("");
         b.mapping(Mapping::default());
@@ -200,56 +193,33 @@ impl SymbolsBuilder {
     }
 
     pub fn string(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.strings.get(s) {
-            return id;
-        }
-        let id = self.table.strings.len() as u32;
-        self.table.strings.push(s.to_owned());
-        self.strings.insert(s.into(), id);
-        id
+        self.strings.intern_with(s, str::to_owned)
     }
 
     pub fn mapping(&mut self, m: Mapping) -> u32 {
-        intern(&mut self.mappings, &mut self.table.mappings, m)
+        self.mappings.intern(m)
     }
 
     pub fn function(&mut self, f: Function) -> u32 {
-        intern(&mut self.functions, &mut self.table.functions, f)
+        self.functions.intern(f)
     }
 
     pub fn location(&mut self, l: Location) -> u32 {
-        intern(&mut self.locations, &mut self.table.locations, l)
+        self.locations.intern(l)
     }
 
     /// Interns a stack given leaf first.
     pub fn stack(&mut self, locations: &[u32]) -> u32 {
-        if let Some(&id) = self.stacks.get(locations) {
-            return id;
-        }
-        let id = self.table.stack_count() as u32;
-        self.table.stack_locations.extend_from_slice(locations);
-        self.table.stack_offsets.push(self.table.stack_locations.len() as u32);
-        self.stacks.insert(locations.into(), id);
-        id
+        self.stacks.intern(locations)
     }
 
     /// Interns a label set; the caller's order is kept, so sort first for set semantics.
     pub fn label_set(&mut self, labels: &[SampleLabel]) -> u32 {
-        if let Some(&id) = self.label_sets.get(labels) {
-            return id;
-        }
-        let id = self.table.label_set_count() as u32;
-        self.table.label_set_labels.extend_from_slice(labels);
-        self.table
-            .label_set_offsets
-            .push(self.table.label_set_labels.len() as u32);
-        self.label_sets.insert(labels.into(), id);
-        id
+        self.label_sets.intern(labels)
     }
 
-    /// The table so far, for lookups while building.
-    pub fn table(&self) -> &Symbols {
-        &self.table
+    pub fn string_count(&self) -> usize {
+        self.strings.rows.len()
     }
 
     /// Interns every row of `other` and returns how its stack and label set ids map here.
@@ -320,19 +290,129 @@ impl SymbolsBuilder {
         Remap { stacks, label_sets }
     }
 
+    /// The table so far.
     pub fn finish(self) -> Symbols {
-        self.table
+        let (stack_offsets, stack_locations) = self.stacks.into_parts();
+        let (label_set_offsets, label_set_labels) = self.label_sets.into_parts();
+        Symbols {
+            strings: self.strings.rows,
+            mappings: self.mappings.rows,
+            functions: self.functions.rows,
+            locations: self.locations.rows,
+            stack_offsets,
+            stack_locations,
+            label_set_offsets,
+            label_set_labels,
+        }
     }
 }
 
-fn intern<T: Clone + Eq + Hash>(map: &mut FastMap<T, u32>, rows: &mut Vec<T>, row: T) -> u32 {
-    if let Some(&id) = map.get(&row) {
-        return id;
+/// Interns rows of one table: the hash table stores row ids only.
+#[derive(Debug)]
+struct Interner<T> {
+    rows: Vec<T>,
+    ids: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Interner {
+            rows: Vec::new(),
+            ids: HashTable::new(),
+            hasher: RandomState::default(),
+        }
     }
-    let id = rows.len() as u32;
-    rows.push(row.clone());
-    map.insert(row, id);
-    id
+}
+
+impl<T: Hash + Eq> Interner<T> {
+    fn intern(&mut self, row: T) -> u32 {
+        let hash = self.hasher.hash_one(&row);
+        let Interner { rows, ids, hasher } = self;
+        match ids.entry(
+            hash,
+            |&id| rows[id as usize] == row,
+            |&id| hasher.hash_one(&rows[id as usize]),
+        ) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let id = rows.len() as u32;
+                rows.push(row);
+                e.insert(id);
+                id
+            }
+        }
+    }
+
+    /// Interns by a borrowed key, building the row only when it is new.
+    fn intern_with<Q>(&mut self, key: &Q, make: impl FnOnce(&Q) -> T) -> u32
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hasher.hash_one(key);
+        let Interner { rows, ids, hasher } = self;
+        let eq = |&id: &u32| rows[id as usize].borrow() == key;
+        match ids.entry(hash, eq, |&id| hasher.hash_one(rows[id as usize].borrow())) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let id = rows.len() as u32;
+                rows.push(make(key));
+                e.insert(id);
+                id
+            }
+        }
+    }
+}
+
+/// Interns variable-length rows stored flat (`offsets[i]..offsets[i + 1]` of `items`).
+#[derive(Debug)]
+pub struct FlatInterner<T> {
+    offsets: Vec<u32>,
+    items: Vec<T>,
+    ids: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl<T> Default for FlatInterner<T> {
+    fn default() -> Self {
+        FlatInterner {
+            offsets: vec![0],
+            items: Vec::new(),
+            ids: HashTable::new(),
+            hasher: RandomState::default(),
+        }
+    }
+}
+
+impl<T: Hash + Eq + Copy> FlatInterner<T> {
+    pub fn intern(&mut self, row: &[T]) -> u32 {
+        let hash = self.hasher.hash_one(row);
+        let FlatInterner {
+            offsets,
+            items,
+            ids,
+            hasher,
+        } = self;
+        let get = |id: u32| &items[offsets[id as usize] as usize..offsets[id as usize + 1] as usize];
+        let found = ids.find(hash, |&id| get(id) == row).copied();
+        if let Some(id) = found {
+            return id;
+        }
+        let id = (offsets.len() - 1) as u32;
+        items.extend_from_slice(row);
+        offsets.push(items.len() as u32);
+        let (offsets, items) = (&*offsets, &*items);
+        ids.insert_unique(hash, id, |&id| {
+            hasher.hash_one(&items[offsets[id as usize] as usize..offsets[id as usize + 1] as usize])
+        });
+        id
+    }
+
+    /// (offsets, items): row `i` is `items[offsets[i]..offsets[i + 1]]`.
+    pub fn into_parts(self) -> (Vec<u32>, Vec<T>) {
+        (self.offsets, self.items)
+    }
 }
 
 #[cfg(test)]

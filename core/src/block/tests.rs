@@ -37,7 +37,7 @@ fn convert(path: &PathBuf) -> Vec<Profile> {
         now_ns: 1_700_000_000_000_000_000,
         display_names: None,
     };
-    pprof::to_profiles(&p, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    pprof::to_profiles(p, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Total, per-function totals, sample labels (as text) and series labels of one profile.

@@ -10,7 +10,7 @@ use super::{PprofError, proto};
 use crate::labels::{Labels, METRIC_NAME, PROFILE_TYPE};
 use crate::model::{Profile, Sample};
 use crate::profile_type::{ProfileType, pprof_profile_name};
-use crate::symbols::{Function, Line, Location, Mapping, SampleLabel, SymbolsBuilder};
+use crate::symbols::{FlatInterner, Function, Line, Location, Mapping, SampleLabel, Symbols};
 
 /// What the sender said about the profile besides its bytes.
 #[derive(Clone, Debug)]
@@ -57,92 +57,122 @@ impl IdIndex {
     }
 }
 
-pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<Profile>, PprofError> {
+/// Converts a decoded pprof, consuming it (its strings move into the symbol table).
+///
+/// The request's tables are taken as they are, in order: pprof ids are already unique per
+/// table, and the block builder dedups across requests when it imports them. Only stacks and
+/// sample label sets are interned here, since samples name them by content.
+pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<Profile>, PprofError> {
     if p.sample_type.is_empty() {
         return Err(PprofError::NoSampleTypes);
     }
-    let mut b = SymbolsBuilder::new();
-    let strings: Vec<u32> = p.string_table.iter().map(|s| b.string(s)).collect();
+    let proto::Profile {
+        sample_type,
+        sample: samples,
+        mapping: pprof_mappings,
+        location: pprof_locations,
+        function: pprof_functions,
+        string_table: mut strings,
+        time_nanos,
+        duration_nanos,
+        period_type,
+        period,
+        ..
+    } = p;
+    match strings.first() {
+        None => strings.push(String::new()),
+        Some(first) if !first.is_empty() => return Err(PprofError::FirstStringNotEmpty),
+        Some(_) => {}
+    }
+    let string_count = strings.len();
     let string = |what: &'static str, index: i64| -> Result<u32, PprofError> {
-        usize::try_from(index)
+        u32::try_from(index)
             .ok()
-            .and_then(|i| strings.get(i).copied())
+            .filter(|&i| (i as usize) < string_count)
             .ok_or(PprofError::StringIndex {
                 what,
                 index,
-                len: strings.len(),
+                len: string_count,
             })
     };
 
-    let mut mappings = Vec::with_capacity(p.mapping.len());
-    for m in &p.mapping {
+    // Mapping 0 is "no mapping"; pprof mapping i lands at i + 1.
+    let mut mappings = Vec::with_capacity(pprof_mappings.len() + 1);
+    mappings.push(Mapping::default());
+    for m in &pprof_mappings {
         if m.id == 0 {
             return Err(PprofError::ReservedId { what: "mapping" });
         }
-        mappings.push(b.mapping(Mapping {
+        mappings.push(Mapping {
             memory_start: m.memory_start,
             memory_limit: m.memory_limit,
             file_offset: m.file_offset,
             filename: string("mapping filename", m.filename)?,
             build_id: string("mapping build id", m.build_id)?,
-        }));
+        });
     }
-    let mapping_index = IdIndex::new(p.mapping.iter().map(|m| m.id));
+    let mapping_index = IdIndex::new(pprof_mappings.iter().map(|m| m.id));
 
-    let mut functions = Vec::with_capacity(p.function.len());
-    for f in &p.function {
+    let mut functions = Vec::with_capacity(pprof_functions.len());
+    for f in &pprof_functions {
         if f.id == 0 {
             return Err(PprofError::ReservedId { what: "function" });
         }
-        functions.push(b.function(Function {
+        functions.push(Function {
             name: string("function name", f.name)?,
             system_name: string("function system name", f.system_name)?,
             filename: string("function filename", f.filename)?,
             start_line: f.start_line,
-        }));
+        });
     }
-    let function_index = IdIndex::new(p.function.iter().map(|f| f.id));
+    let function_index = IdIndex::new(pprof_functions.iter().map(|f| f.id));
 
-    let mut locations = Vec::with_capacity(p.location.len());
-    for l in &p.location {
+    let mut locations = Vec::with_capacity(pprof_locations.len());
+    for l in &pprof_locations {
         if l.id == 0 {
             return Err(PprofError::ReservedId { what: "location" });
         }
         let mapping = match l.mapping_id {
             0 => 0,
             id => {
-                mappings[mapping_index.get(id).ok_or(PprofError::UnknownId {
+                mapping_index.get(id).ok_or(PprofError::UnknownId {
                     from: "location",
                     what: "mapping",
                     id,
-                })? as usize]
+                })? + 1
             }
         };
-        let mut lines = Vec::with_capacity(l.line.len());
-        for line in &l.line {
-            let f = function_index.get(line.function_id).ok_or(PprofError::UnknownId {
-                from: "location line",
-                what: "function",
-                id: line.function_id,
-            })?;
-            lines.push(Line {
-                function: functions[f as usize],
-                line: line.line,
-            });
-        }
-        locations.push(b.location(Location {
+        let lines = l
+            .line
+            .iter()
+            .map(|line| {
+                let function = function_index.get(line.function_id).ok_or(PprofError::UnknownId {
+                    from: "location line",
+                    what: "function",
+                    id: line.function_id,
+                })?;
+                Ok(Line {
+                    function,
+                    line: line.line,
+                })
+            })
+            .collect::<Result<Vec<_>, PprofError>>()?;
+        locations.push(Location {
             mapping,
             address: l.address,
             lines,
-        }));
+        });
     }
-    let location_index = IdIndex::new(p.location.iter().map(|l| l.id));
+    let location_index = IdIndex::new(pprof_locations.iter().map(|l| l.id));
 
-    let types = p.sample_type.len();
-    let mut per_type: Vec<Vec<Sample>> = (0..types).map(|_| Vec::with_capacity(p.sample.len())).collect();
+    let types = sample_type.len();
+    let mut per_type: Vec<Vec<Sample>> = (0..types).map(|_| Vec::with_capacity(samples.len())).collect();
+    let mut stacks = FlatInterner::default();
+    let mut label_sets = FlatInterner::default();
+    label_sets.intern(&[]);
     let mut stack = Vec::new();
     let mut label_set = Vec::new();
-    for s in &p.sample {
+    for s in &samples {
         if s.value.len() != types {
             return Err(PprofError::ValueCount {
                 expected: types,
@@ -151,14 +181,13 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
         }
         stack.clear();
         for &id in &s.location_id {
-            let l = location_index.get(id).ok_or(PprofError::UnknownId {
+            stack.push(location_index.get(id).ok_or(PprofError::UnknownId {
                 from: "sample",
                 what: "location",
                 id,
-            })?;
-            stack.push(locations[l as usize]);
+            })?);
         }
-        let stack_id = b.stack(&stack);
+        let stack_id = stacks.intern(&stack);
         let labels = if s.label.is_empty() {
             0
         } else {
@@ -172,7 +201,7 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
                 });
             }
             label_set.sort_unstable();
-            b.label_set(&label_set)
+            label_sets.intern(&label_set)
         };
         for (samples, &value) in per_type.iter_mut().zip(&s.value) {
             if value != 0 {
@@ -185,39 +214,48 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
         }
     }
 
-    let symbols = Arc::new(b.finish());
-    let str_of = |index: i64| -> Result<&str, PprofError> {
-        let id = string("value type", index)?;
-        Ok(symbols.str(id))
-    };
-    let (period_type, period_unit) = match &p.period_type {
+    let str_of = |index: i64| -> Result<&str, PprofError> { Ok(&strings[string("value type", index)? as usize]) };
+    let (period_type, period_unit) = match &period_type {
         Some(vt) => (str_of(vt.r#type)?.to_string(), str_of(vt.unit)?.to_string()),
         None => (String::new(), String::new()),
     };
     let timestamp_ns = opts
         .timestamp_ns
-        .or((p.time_nanos > 0).then_some(p.time_nanos))
+        .or((time_nanos > 0).then_some(time_nanos))
         .unwrap_or(opts.now_ns);
-    let duration_ns = opts.duration_ns.unwrap_or(p.duration_nanos).max(0);
-
-    let sample_types = p
-        .sample_type
+    let duration_ns = opts.duration_ns.unwrap_or(duration_nanos).max(0);
+    let type_names = sample_type
         .iter()
-        .map(|vt| str_of(vt.r#type))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|vt| Ok((str_of(vt.r#type)?.to_string(), str_of(vt.unit)?.to_string())))
+        .collect::<Result<Vec<_>, PprofError>>()?;
     let name = match opts.name {
         Some(name) => name.to_string(),
-        None => pprof_profile_name(&sample_types, |st| {
-            opts.display_names.and_then(|names| names.get(st)).map(String::as_str)
-        }),
+        None => {
+            let sample_types: Vec<&str> = type_names.iter().map(|(t, _)| t.as_str()).collect();
+            pprof_profile_name(&sample_types, |st| {
+                opts.display_names.and_then(|names| names.get(st)).map(String::as_str)
+            })
+        }
     };
 
+    let (stack_offsets, stack_locations) = stacks.into_parts();
+    let (label_set_offsets, label_set_labels) = label_sets.into_parts();
+    let symbols = Arc::new(Symbols {
+        strings,
+        mappings,
+        functions,
+        locations,
+        stack_offsets,
+        stack_locations,
+        label_set_offsets,
+        label_set_labels,
+    });
     let mut out = Vec::with_capacity(types);
-    for ((vt, samples), sample_type) in p.sample_type.iter().zip(per_type).zip(sample_types) {
+    for ((sample_type, sample_unit), samples) in type_names.into_iter().zip(per_type) {
         let profile_type = ProfileType {
             name: name.clone(),
-            sample_type: sample_type.to_string(),
-            sample_unit: str_of(vt.unit)?.to_string(),
+            sample_type,
+            sample_unit,
             period_type: period_type.clone(),
             period_unit: period_unit.clone(),
         };
@@ -229,7 +267,7 @@ pub fn to_profiles(p: &proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<
             profile_type,
             timestamp_ns,
             duration_ns,
-            period: p.period,
+            period,
             samples,
             symbols: Arc::clone(&symbols),
         });

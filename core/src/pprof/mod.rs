@@ -19,6 +19,8 @@ pub enum PprofError {
     Protobuf(#[from] prost::DecodeError),
     #[error("pprof has no sample types")]
     NoSampleTypes,
+    #[error("pprof string table must start with the empty string")]
+    FirstStringNotEmpty,
     #[error("pprof {what} refers to string {index}, but the string table has {len} entries")]
     StringIndex { what: &'static str, index: i64, len: usize },
     #[error("pprof {what} has the reserved id 0")]

@@ -5,7 +5,7 @@ use flamepipe_core::component::{Ack, Batch, BuildContext, Output, ProcessorConfi
 use flamepipe_core::config::{ByteSize, Duration};
 use flamepipe_core::store::StoreRegistry;
 use flamepipe_core::telemetry::Telemetry;
-use flamepipe_core::{Labels, Profile, ProfileType, Sample, Symbols};
+use flamepipe_core::{Labels, Profile, ProfileType, Sample};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +37,7 @@ fn profile(samples: usize) -> Profile {
             };
             samples
         ],
-        symbols: Arc::new(Symbols::clone(b.table())),
+        symbols: Arc::new(b.finish()),
     }
 }
 

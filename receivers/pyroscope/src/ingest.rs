@@ -237,7 +237,7 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
         }
         IngestBody::Multipart { profile, display_names } => {
             let p = pprof::decode(&profile, limits)?;
-            return pprof_profiles(params, &p, display_names.as_ref());
+            return pprof_profiles(params, p, display_names.as_ref());
         }
         IngestBody::Raw(bytes) => (bytes, None::<HashMap<String, String>>),
     };
@@ -245,16 +245,16 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
         return Err(BodyError::Empty.into());
     }
     match params.format {
-        Format::Pprof => pprof_profiles(params, &pprof::decode(&bytes, limits)?, display_names.as_ref()),
+        Format::Pprof => pprof_profiles(params, pprof::decode(&bytes, limits)?, display_names.as_ref()),
         Format::Folded => folded_profiles(params, &bytes, Mode::Folded, limits),
         Format::Lines => folded_profiles(params, &bytes, Mode::Lines, limits),
         Format::Sniff => {
             if body::is_gzip(&bytes) {
-                return pprof_profiles(params, &pprof::decode(&bytes, limits)?, None);
+                return pprof_profiles(params, pprof::decode(&bytes, limits)?, None);
             }
             // Text rarely decodes as protobuf at all, and never with sample types.
             let error = match pprof::decode(&bytes, limits) {
-                Ok(p) if !p.sample_type.is_empty() => return pprof_profiles(params, &p, None),
+                Ok(p) if !p.sample_type.is_empty() => return pprof_profiles(params, p, None),
                 Ok(_) => PprofError::NoSampleTypes,
                 Err(e) => e,
             };
@@ -268,7 +268,7 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
 
 fn pprof_profiles(
     params: &IngestParams,
-    p: &proto::Profile,
+    p: proto::Profile,
     display_names: Option<&HashMap<String, String>>,
 ) -> Result<Vec<Profile>> {
     let series = params.series(&params.app);

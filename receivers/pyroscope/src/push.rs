@@ -209,7 +209,7 @@ pub(crate) fn decode(encoding: PushEncoding, compressed: bool, bytes: Bytes, lim
                 now_ns: now,
                 display_names: None,
             };
-            profiles.extend(pprof::to_profiles(&p, &opts)?);
+            profiles.extend(pprof::to_profiles(p, &opts)?);
         }
     }
     if profiles.is_empty() {
