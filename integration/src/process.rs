@@ -225,7 +225,18 @@ pub fn http() -> ureq::Agent {
 
 /// POSTs `body` and returns (status, response text).
 pub fn post(url: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
-    let mut req = http().post(url).header("Content-Type", content_type);
+    post_with(&http(), url, content_type, body, headers)
+}
+
+/// [`post`] on a given agent, whose connections are kept alive between calls as SDKs do.
+pub fn post_with(
+    agent: &ureq::Agent,
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = agent.post(url).header("Content-Type", content_type);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

@@ -21,8 +21,9 @@ use crate::symbols::{Remap, Symbols, SymbolsBuilder};
 /// The dataset name of profiles without a `service_name` label (the OTel SDKs' default).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
-/// Zstd level for sections: level 3 is zstd's default and the best speed/size trade here.
-const ZSTD_LEVEL: i32 = 3;
+/// Zstd level for sections. Level 1: segments are written on the ingest path, where speed
+/// matters most; compaction rewrites them (a later issue) and may spend more.
+const ZSTD_LEVEL: i32 = 1;
 
 pub struct BlockBuilder {
     tenant: String,

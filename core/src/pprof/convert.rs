@@ -89,7 +89,7 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
         u32::try_from(index)
             .ok()
             .filter(|&i| (i as usize) < string_count)
-            .ok_or(PprofError::StringIndex {
+            .ok_or_else(|| PprofError::StringIndex {
                 what,
                 index,
                 len: string_count,
@@ -135,7 +135,7 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
         let mapping = match l.mapping_id {
             0 => 0,
             id => {
-                mapping_index.get(id).ok_or(PprofError::UnknownId {
+                mapping_index.get(id).ok_or_else(|| PprofError::UnknownId {
                     from: "location",
                     what: "mapping",
                     id,
@@ -146,7 +146,7 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
             .line
             .iter()
             .map(|line| {
-                let function = function_index.get(line.function_id).ok_or(PprofError::UnknownId {
+                let function = function_index.get(line.function_id).ok_or_else(|| PprofError::UnknownId {
                     from: "location line",
                     what: "function",
                     id: line.function_id,
@@ -181,7 +181,7 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
         }
         stack.clear();
         for &id in &s.location_id {
-            stack.push(location_index.get(id).ok_or(PprofError::UnknownId {
+            stack.push(location_index.get(id).ok_or_else(|| PprofError::UnknownId {
                 from: "sample",
                 what: "location",
                 id,
