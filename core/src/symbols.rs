@@ -45,6 +45,15 @@ pub struct Location {
     pub lines: Vec<Line>,
 }
 
+/// A [`Location`] by reference: derives `Hash` over the same fields in the same order, so it
+/// hashes exactly as the location it describes (a slice hashes as a `Vec` does).
+#[derive(Hash)]
+struct LocationKey<'a> {
+    mapping: u32,
+    address: u64,
+    lines: &'a [Line],
+}
+
 /// One pprof sample label: a string value (`str != 0`) or a number with an optional unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SampleLabel {
@@ -248,22 +257,32 @@ impl SymbolsBuilder {
                 })
             })
             .collect();
+        // Remapped lines go to a scratch buffer and the location is hashed by reference, so a
+        // location the table already has costs no allocation.
+        let mut lines = Vec::new();
         let locations: Vec<u32> = other
             .locations
             .iter()
             .map(|l| {
-                self.location(Location {
+                lines.clear();
+                lines.extend(l.lines.iter().map(|line| Line {
+                    function: functions[line.function as usize],
+                    line: line.line,
+                }));
+                let key = LocationKey {
                     mapping: mappings[l.mapping as usize],
                     address: l.address,
-                    lines: l
-                        .lines
-                        .iter()
-                        .map(|line| Line {
-                            function: functions[line.function as usize],
-                            line: line.line,
-                        })
-                        .collect(),
-                })
+                    lines: &lines,
+                };
+                self.locations.intern_by(
+                    &key,
+                    |row| row.mapping == key.mapping && row.address == key.address && row.lines == key.lines,
+                    || Location {
+                        mapping: key.mapping,
+                        address: key.address,
+                        lines: key.lines.to_vec(),
+                    },
+                )
             })
             .collect();
         let mut scratch = Vec::new();
@@ -338,6 +357,26 @@ impl<T: Hash + Eq> Interner<T> {
             Entry::Vacant(e) => {
                 let id = rows.len() as u32;
                 rows.push(row);
+                e.insert(id);
+                id
+            }
+        }
+    }
+
+    /// Interns the row that `key` hashes like and `matches` recognises, building it with `make`
+    /// only when it is new: `key` must hash exactly as the row it stands for.
+    fn intern_by<K: Hash + ?Sized>(&mut self, key: &K, matches: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> u32 {
+        let hash = self.hasher.hash_one(key);
+        let Interner { rows, ids, hasher } = self;
+        match ids.entry(
+            hash,
+            |&id| matches(&rows[id as usize]),
+            |&id| hasher.hash_one(&rows[id as usize]),
+        ) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let id = rows.len() as u32;
+                rows.push(make());
                 e.insert(id);
                 id
             }
@@ -447,5 +486,39 @@ mod tests {
             vec!["main"]
         );
         assert_eq!(remap.label_sets, vec![0]);
+    }
+
+    #[test]
+    fn importing_a_table_twice_adds_nothing() {
+        let mut a = SymbolsBuilder::new();
+        let name = a.string("f");
+        let function = a.function(Function {
+            name,
+            ..Default::default()
+        });
+        let lines = vec![Line { function, line: 1 }, Line { function, line: 2 }];
+        let l1 = a.location(Location {
+            mapping: 0,
+            address: 1,
+            lines: lines.clone(),
+        });
+        let l2 = a.location(Location {
+            mapping: 0,
+            address: 2,
+            lines,
+        });
+        a.stack(&[l1, l2]);
+        let a = a.finish();
+
+        let mut b = SymbolsBuilder::new();
+        let first = b.import(&a);
+        let once = (b.strings.rows.len(), b.functions.rows.len(), b.locations.rows.len());
+        let second = b.import(&a);
+        assert_eq!(
+            once,
+            (b.strings.rows.len(), b.functions.rows.len(), b.locations.rows.len())
+        );
+        assert_eq!(once.2, 2);
+        assert_eq!(first.stacks, second.stacks);
     }
 }

@@ -160,7 +160,7 @@ impl BlockBuilder {
                 }
             }
             types.sort();
-            let symbols = encode_symbols(&ds.symbols.finish());
+            let symbols = encode_symbols(ds.symbols.finish());
             let dataset = Dataset {
                 service_name,
                 min_time_ns: min_t,

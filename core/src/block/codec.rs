@@ -54,9 +54,10 @@ pub(crate) fn read_section<M: Message + Default>(
     M::decode(raw.as_slice()).map_err(|e| BlockError::corrupt(block, what, e))
 }
 
-pub(crate) fn encode_symbols(s: &Symbols) -> SymbolTable {
+/// Moves a symbol table into its columnar message (the strings move, nothing is copied).
+pub(crate) fn encode_symbols(mut s: Symbols) -> SymbolTable {
     let mut t = SymbolTable {
-        strings: s.strings.clone(),
+        strings: std::mem::take(&mut s.strings),
         ..Default::default()
     };
     for m in &s.mappings {
@@ -82,7 +83,7 @@ pub(crate) fn encode_symbols(s: &Symbols) -> SymbolTable {
         }
     }
     t.stack_length = s.stack_offsets.windows(2).map(|w| w[1] - w[0]).collect();
-    t.stack_location = s.stack_locations.clone();
+    t.stack_location = s.stack_locations;
     t.label_set_length = s.label_set_offsets.windows(2).map(|w| w[1] - w[0]).collect();
     for l in &s.label_set_labels {
         t.label_key.push(l.key);

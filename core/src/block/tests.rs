@@ -27,17 +27,16 @@ fn fixtures(dir: &str) -> Vec<PathBuf> {
 
 fn convert(path: &PathBuf) -> Vec<Profile> {
     let bytes = std::fs::read(path).unwrap();
-    let p = pprof::decode(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let series: Labels = [("service_name", "fixture")].into_iter().collect();
     let opts = ConvertOptions {
         series: &series,
         name: None,
         timestamp_ns: None,
         duration_ns: None,
-        now_ns: 1_700_000_000_000_000_000,
+        default_timestamp_ns: 1_700_000_000_000_000_000,
         display_names: None,
     };
-    pprof::to_profiles(p, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    pprof::decode_profiles(&bytes, &Limits::default(), &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Total, per-function totals, sample labels (as text) and series labels of one profile.

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{PprofError, proto};
+use super::PprofError;
+use super::flat::FlatProfile;
 use crate::labels::{Labels, METRIC_NAME, PROFILE_TYPE};
 use crate::model::{Profile, Sample};
 use crate::profile_type::{ProfileType, pprof_profile_name};
@@ -19,11 +20,12 @@ pub struct ConvertOptions<'a> {
     pub series: &'a Labels,
     /// Profile name the sender gave (`__name__` on the Push API); derived when absent.
     pub name: Option<&'a str>,
-    /// Start time from the request (`from`); else the pprof's `time_nanos`; else `now_ns`.
+    /// A start time that overrides the pprof's own `time_nanos`.
     pub timestamp_ns: Option<i64>,
     /// Duration from the request (`until - from`); else the pprof's `duration_nanos`.
     pub duration_ns: Option<i64>,
-    pub now_ns: i64,
+    /// The start time when neither `timestamp_ns` nor the pprof gives one (pprof's 0).
+    pub default_timestamp_ns: i64,
     /// Display names from `sample_type_config` on `/ingest` (pprof type -> display name);
     /// they only decide the derived profile name, as in Pyroscope.
     pub display_names: Option<&'a HashMap<String, String>>,
@@ -57,39 +59,39 @@ impl IdIndex {
     }
 }
 
-/// Converts a decoded pprof, consuming it (its strings move into the symbol table).
+/// Converts a decoded pprof.
 ///
 /// The request's tables are taken as they are, in order: pprof ids are already unique per
 /// table, and the block builder dedups across requests when it imports them. Only stacks and
 /// sample label sets are interned here, since samples name them by content.
-pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<Profile>, PprofError> {
-    if p.sample_type.is_empty() {
-        return Err(PprofError::NoSampleTypes);
-    }
-    let proto::Profile {
-        sample_type,
-        sample: samples,
-        mapping: pprof_mappings,
-        location: pprof_locations,
-        function: pprof_functions,
-        string_table: mut strings,
+pub fn to_profiles(p: &FlatProfile<'_>, opts: &ConvertOptions<'_>) -> Result<Vec<Profile>, PprofError> {
+    let FlatProfile {
+        sample_types: sample_type,
+        samples,
+        mappings: pprof_mappings,
+        locations: pprof_locations,
+        functions: pprof_functions,
         time_nanos,
         duration_nanos,
         period_type,
         period,
         ..
     } = p;
-    match strings.first() {
-        None => strings.push(String::new()),
-        Some(first) if !first.is_empty() => return Err(PprofError::FirstStringNotEmpty),
-        Some(_) => {}
+    let (time_nanos, duration_nanos, period) = (*time_nanos, *duration_nanos, *period);
+    if sample_type.is_empty() {
+        return Err(PprofError::NoSampleTypes);
     }
+    let strings: Vec<String> = match p.strings.first() {
+        None => vec![String::new()],
+        Some(first) if !first.is_empty() => return Err(PprofError::FirstStringNotEmpty),
+        Some(_) => p.strings.iter().map(|s| s.to_string()).collect(),
+    };
     let string_count = strings.len();
     let string = |what: &'static str, index: i64| -> Result<u32, PprofError> {
         u32::try_from(index)
             .ok()
             .filter(|&i| (i as usize) < string_count)
-            .ok_or_else(|| PprofError::StringIndex {
+            .ok_or(PprofError::StringIndex {
                 what,
                 index,
                 len: string_count,
@@ -99,7 +101,7 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
     // Mapping 0 is "no mapping"; pprof mapping i lands at i + 1.
     let mut mappings = Vec::with_capacity(pprof_mappings.len() + 1);
     mappings.push(Mapping::default());
-    for m in &pprof_mappings {
+    for m in pprof_mappings {
         if m.id == 0 {
             return Err(PprofError::ReservedId { what: "mapping" });
         }
@@ -114,7 +116,7 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
     let mapping_index = IdIndex::new(pprof_mappings.iter().map(|m| m.id));
 
     let mut functions = Vec::with_capacity(pprof_functions.len());
-    for f in &pprof_functions {
+    for f in pprof_functions {
         if f.id == 0 {
             return Err(PprofError::ReservedId { what: "function" });
         }
@@ -128,25 +130,25 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
     let function_index = IdIndex::new(pprof_functions.iter().map(|f| f.id));
 
     let mut locations = Vec::with_capacity(pprof_locations.len());
-    for l in &pprof_locations {
+    for l in pprof_locations {
         if l.id == 0 {
             return Err(PprofError::ReservedId { what: "location" });
         }
         let mapping = match l.mapping_id {
             0 => 0,
             id => {
-                mapping_index.get(id).ok_or_else(|| PprofError::UnknownId {
+                mapping_index.get(id).ok_or(PprofError::UnknownId {
                     from: "location",
                     what: "mapping",
                     id,
                 })? + 1
             }
         };
-        let lines = l
-            .line
+        let lines = p
+            .location_lines(l)
             .iter()
             .map(|line| {
-                let function = function_index.get(line.function_id).ok_or_else(|| PprofError::UnknownId {
+                let function = function_index.get(line.function_id).ok_or(PprofError::UnknownId {
                     from: "location line",
                     what: "function",
                     id: line.function_id,
@@ -172,27 +174,29 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
     label_sets.intern(&[]);
     let mut stack = Vec::new();
     let mut label_set = Vec::new();
-    for s in &samples {
-        if s.value.len() != types {
+    for s in samples {
+        let values = p.sample_values(s);
+        if values.len() != types {
             return Err(PprofError::ValueCount {
                 expected: types,
-                got: s.value.len(),
+                got: values.len(),
             });
         }
         stack.clear();
-        for &id in &s.location_id {
-            stack.push(location_index.get(id).ok_or_else(|| PprofError::UnknownId {
+        for &id in p.sample_locations(s) {
+            stack.push(location_index.get(id).ok_or(PprofError::UnknownId {
                 from: "sample",
                 what: "location",
                 id,
             })?);
         }
         let stack_id = stacks.intern(&stack);
-        let labels = if s.label.is_empty() {
+        let sample_labels = p.sample_labels(s);
+        let labels = if sample_labels.is_empty() {
             0
         } else {
             label_set.clear();
-            for l in &s.label {
+            for l in sample_labels {
                 label_set.push(SampleLabel {
                     key: string("label key", l.key)?,
                     str: string("label value", l.str)?,
@@ -203,7 +207,7 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
             label_set.sort_unstable();
             label_sets.intern(&label_set)
         };
-        for (samples, &value) in per_type.iter_mut().zip(&s.value) {
+        for (samples, &value) in per_type.iter_mut().zip(values) {
             if value != 0 {
                 samples.push(Sample {
                     stack: stack_id,
@@ -215,14 +219,14 @@ pub fn to_profiles(p: proto::Profile, opts: &ConvertOptions<'_>) -> Result<Vec<P
     }
 
     let str_of = |index: i64| -> Result<&str, PprofError> { Ok(&strings[string("value type", index)? as usize]) };
-    let (period_type, period_unit) = match &period_type {
+    let (period_type, period_unit) = match period_type {
         Some(vt) => (str_of(vt.r#type)?.to_string(), str_of(vt.unit)?.to_string()),
         None => (String::new(), String::new()),
     };
     let timestamp_ns = opts
         .timestamp_ns
         .or((time_nanos > 0).then_some(time_nanos))
-        .unwrap_or(opts.now_ns);
+        .unwrap_or(opts.default_timestamp_ns);
     let duration_ns = opts.duration_ns.unwrap_or(duration_nanos).max(0);
     let type_names = sample_type
         .iter()

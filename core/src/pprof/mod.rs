@@ -4,7 +4,10 @@
 //! that hands pprof back to `go tool pprof`.
 
 mod convert;
+pub mod flat;
 pub mod proto;
+#[cfg(test)]
+mod tests;
 
 pub use convert::{ConvertOptions, to_profiles};
 
@@ -17,6 +20,8 @@ pub enum PprofError {
     Body(#[from] BodyError),
     #[error("invalid pprof protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
+    #[error("invalid pprof protobuf: {0}")]
+    Malformed(#[from] flat::FlatError),
     #[error("pprof has no sample types")]
     NoSampleTypes,
     #[error("pprof string table must start with the empty string")]
@@ -42,7 +47,7 @@ impl PprofError {
     pub fn reason(&self) -> &'static str {
         match self {
             PprofError::Body(e) => e.reason(),
-            PprofError::Protobuf(_) => "bad_protobuf",
+            PprofError::Protobuf(_) | PprofError::Malformed(_) => "bad_protobuf",
             PprofError::TooManySamples { .. } => "too_large",
             _ => "bad_pprof",
         }
@@ -65,7 +70,26 @@ impl Default for Limits {
     }
 }
 
-/// Decodes a pprof body, gzipped or raw (sniffed, not trusted from headers).
+/// Decodes a pprof body, gzipped or raw (sniffed, not trusted from headers), into profiles:
+/// the ingest path ([`flat`] decoder, then [`to_profiles`]).
+pub fn decode_profiles(
+    bytes: &[u8],
+    limits: &Limits,
+    opts: &ConvertOptions<'_>,
+) -> Result<Vec<crate::model::Profile>, PprofError> {
+    let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
+    let profile = flat::decode(&raw)?;
+    if profile.samples.len() > limits.max_samples {
+        return Err(PprofError::TooManySamples {
+            got: profile.samples.len(),
+            limit: limits.max_samples,
+        });
+    }
+    to_profiles(&profile, opts)
+}
+
+/// Decodes a pprof body into prost's message structs: the reference decoder, for tools and
+/// tests (ingest uses [`decode_profiles`]).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<proto::Profile, PprofError> {
     let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
     let profile: proto::Profile = prost::Message::decode(raw.as_ref())?;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::body::{self, BodyError};
 use flamepipe_core::labels::{self, Labels, SERVICE_NAME, sanitize_label_name};
-use flamepipe_core::pprof::{self, ConvertOptions, Limits, PprofError, proto};
+use flamepipe_core::pprof::{self, ConvertOptions, Limits};
 use flamepipe_core::profile_type::folded_profile_kind;
 use serde::Deserialize;
 
@@ -236,8 +236,7 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
             return Err(Error::bad_request("multipart uploads must hold a pprof profile"));
         }
         IngestBody::Multipart { profile, display_names } => {
-            let p = pprof::decode(&profile, limits)?;
-            return pprof_profiles(params, p, display_names.as_ref());
+            return pprof_profiles(params, &profile, display_names.as_ref(), limits);
         }
         IngestBody::Raw(bytes) => (bytes, None::<HashMap<String, String>>),
     };
@@ -245,22 +244,21 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
         return Err(BodyError::Empty.into());
     }
     match params.format {
-        Format::Pprof => pprof_profiles(params, pprof::decode(&bytes, limits)?, display_names.as_ref()),
+        Format::Pprof => pprof_profiles(params, &bytes, display_names.as_ref(), limits),
         Format::Folded => folded_profiles(params, &bytes, Mode::Folded, limits),
         Format::Lines => folded_profiles(params, &bytes, Mode::Lines, limits),
         Format::Sniff => {
             if body::is_gzip(&bytes) {
-                return pprof_profiles(params, pprof::decode(&bytes, limits)?, None);
+                return pprof_profiles(params, &bytes, None, limits);
             }
             // Text rarely decodes as protobuf at all, and never with sample types.
-            let error = match pprof::decode(&bytes, limits) {
-                Ok(p) if !p.sample_type.is_empty() => return pprof_profiles(params, p, None),
-                Ok(_) => PprofError::NoSampleTypes,
+            let error = match pprof_profiles(params, &bytes, None, limits) {
+                Ok(profiles) => return Ok(profiles),
                 Err(e) => e,
             };
             match std::str::from_utf8(&bytes) {
                 Ok(_) => folded_profiles(params, &bytes, Mode::Folded, limits),
-                Err(_) => Err(error.into()),
+                Err(_) => Err(error),
             }
         }
     }
@@ -268,20 +266,21 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
 
 fn pprof_profiles(
     params: &IngestParams,
-    p: proto::Profile,
+    bytes: &[u8],
     display_names: Option<&HashMap<String, String>>,
+    limits: &Limits,
 ) -> Result<Vec<Profile>> {
     let series = params.series(&params.app);
     let opts = ConvertOptions {
         series: &series,
         name: None,
         // The profile's own start wins; `from` only fills in for senders that leave it out.
-        timestamp_ns: (p.time_nanos <= 0).then_some(params.from_ns),
+        timestamp_ns: None,
+        default_timestamp_ns: params.from_ns,
         duration_ns: Some(params.duration_ns()),
-        now_ns: params.now_ns,
         display_names,
     };
-    Ok(pprof::to_profiles(p, &opts)?)
+    Ok(pprof::decode_profiles(bytes, limits, &opts)?)
 }
 
 fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Limits) -> Result<Vec<Profile>> {

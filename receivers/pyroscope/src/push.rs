@@ -200,16 +200,15 @@ pub(crate) fn decode(encoding: PushEncoding, compressed: bool, bytes: Bytes, lim
     for series in &request.series {
         let (labels, name) = series_labels(&series.labels)?;
         for sample in &series.samples {
-            let p = pprof::decode(&sample.raw_profile, limits)?;
             let opts = ConvertOptions {
                 series: &labels,
                 name: name.as_deref(),
                 timestamp_ns: None,
                 duration_ns: None,
-                now_ns: now,
+                default_timestamp_ns: now,
                 display_names: None,
             };
-            profiles.extend(pprof::to_profiles(p, &opts)?);
+            profiles.extend(pprof::decode_profiles(&sample.raw_profile, limits, &opts)?);
         }
     }
     if profiles.is_empty() {
