@@ -168,4 +168,31 @@ fn bad_requests_are_refused_counted_and_harmless() {
     assert_eq!(status, 200, "{text}");
     let stored = read_store(&fp.data);
     assert_eq!(stored.len(), 2, "the tiny Go CPU profile has two sample types");
+
+    // The accepted request shows in flamepipe's own metrics, through to the durable write.
+    assert_eq!(
+        fp.metric("flamepipe_receiver_accepted_profiles_total{receiver=\"pyroscope\"}"),
+        2.0
+    );
+    assert_eq!(
+        fp.metric("flamepipe_receiver_accepted_bytes_total{receiver=\"pyroscope\"}"),
+        good.len() as f64
+    );
+    assert_eq!(
+        fp.metric("flamepipe_exporter_written_blocks_total{exporter=\"blocks\"}"),
+        1.0
+    );
+    assert!(fp.metric("flamepipe_exporter_written_bytes_total{exporter=\"blocks\"}") > 0.0);
+    // The flush latency is recorded just after the write is acknowledged: allow it a moment.
+    let flushes = "flamepipe_processor_segment_flush_duration_seconds_count{processor=\"segment\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while fp.metric(flushes) < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(fp.metric(flushes), 1.0);
+    let ready = flamepipe_integration::process::http()
+        .get(&format!("{}/ready", fp.metrics_url))
+        .call()
+        .unwrap();
+    assert_eq!(ready.status(), 200);
 }
