@@ -169,6 +169,7 @@ impl Exporter for Recorder {
         Box::pin(async move {
             while let Some(batch) = input.recv().await {
                 self.0.lock().unwrap().push(batch.tenant.to_string());
+                batch.done();
             }
             if self.1 {
                 std::future::pending::<()>().await;

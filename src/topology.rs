@@ -8,7 +8,7 @@
 //!
 //! Every channel holds `service.queue_size` batches (default 64). A batch is one ingest
 //! request's profiles, so this is the burst of requests a pipeline absorbs before receivers
-//! answer 429; memory stays bounded by it times the receivers' request size limits. A receiver is built once and feeds all its
+//! answer 429; with the receivers' size and concurrency limits this bounds memory. A receiver is built once and feeds all its
 //! pipelines; each pipeline gets its own instance of each of its processors (as in the
 //! OpenTelemetry Collector); an exporter is built once and reads one channel fed by every
 //! pipeline that uses it. A pipeline without processors gets a forwarding task in their place.
@@ -381,19 +381,21 @@ processors:
 exporters:
   test: { sink: fan }
   test/other: { sink: fan_other }
+  test/third: { sink: fan_third }
 service:
   pipelines:
     profiles/a: { receivers: [test], processors: [test, test/b], exporters: [test, test/other] }
-    profiles/b: { receivers: [test], exporters: [test] }
+    profiles/b: { receivers: [test], exporters: [test/third] }
   telemetry: { metrics_address: '127.0.0.1:0' }
 ",
         ))
         .await
         .unwrap();
         topology.run(async {}).await.unwrap();
-        // 200 batches through each pipeline into `test`, 200 through `a` into `test/other`.
-        assert_eq!(testing::sink("fan").lock().unwrap().len(), 400);
+        // Every batch through both pipelines, and to both exporters of `a`.
+        assert_eq!(testing::sink("fan").lock().unwrap().len(), 200);
         assert_eq!(testing::sink("fan_other").lock().unwrap().len(), 200);
+        assert_eq!(testing::sink("fan_third").lock().unwrap().len(), 200);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

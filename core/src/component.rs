@@ -3,9 +3,10 @@
 //!
 //! Data moves as [`Batch`]es over bounded channels. A receiver hands a batch to every pipeline
 //! it feeds with [`PipelineSender::try_send`], which refuses (and the receiver answers 429)
-//! when any of them is full. Each batch carries [`Ack`] handles; the request that produced
-//! the data is answered when every clone of its handle has been dropped after a durable write,
-//! or as soon as one clone reports a failure.
+//! when any of them is full. Each batch carries [`Ack`] shares; the request that produced the
+//! data succeeds only when every share was completed with [`Ack::done`] after a durable
+//! write. A share dropped without `done` (a panic, a closed channel, a bug) fails the request,
+//! so no path can acknowledge data that was not written.
 
 use std::fmt;
 use std::future::Future;
@@ -48,8 +49,20 @@ impl Batch {
         }
     }
 
+    /// Rough memory held: samples, plus each distinct symbol table once (the sample types of
+    /// one pprof share a table).
     pub fn approx_bytes(&self) -> usize {
-        self.profiles.iter().map(Profile::approx_bytes).sum()
+        let mut tables: Vec<*const crate::symbols::Symbols> = Vec::new();
+        let mut bytes = 0;
+        for p in &self.profiles {
+            bytes += p.approx_bytes();
+            let table = Arc::as_ptr(&p.symbols);
+            if !tables.contains(&table) {
+                tables.push(table);
+                bytes += p.symbols.approx_bytes();
+            }
+        }
+        bytes
     }
 
     /// Reports a failure to every request in the batch.
@@ -58,11 +71,20 @@ impl Batch {
             ack.fail(error);
         }
     }
+
+    /// Acknowledges every request in the batch: call only once the data is durable.
+    pub fn done(self) {
+        for ack in self.acks {
+            ack.done();
+        }
+    }
 }
 
-/// A share in one request's acknowledgement: see the module docs.
-#[derive(Clone)]
-pub struct Ack(Arc<AckState>);
+/// A share in one request's acknowledgement: see the module docs. Cloning makes a new share.
+pub struct Ack {
+    state: Arc<AckState>,
+    done: bool,
+}
 
 struct AckState {
     tx: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
@@ -74,30 +96,62 @@ impl fmt::Debug for Ack {
     }
 }
 
-/// The receiving side of an [`Ack`]: resolves once all shares are done.
+impl Clone for Ack {
+    fn clone(&self) -> Self {
+        Ack {
+            state: Arc::clone(&self.state),
+            done: false,
+        }
+    }
+}
+
+/// The receiving side of an [`Ack`]: resolves once all shares are done, or at the first failure.
 pub type AckWaiter = oneshot::Receiver<Result<(), String>>;
 
 impl Ack {
     pub fn new() -> (Ack, AckWaiter) {
         let (tx, rx) = oneshot::channel();
         (
-            Ack(Arc::new(AckState {
-                tx: Mutex::new(Some(tx)),
-            })),
+            Ack {
+                state: Arc::new(AckState {
+                    tx: Mutex::new(Some(tx)),
+                }),
+                done: false,
+            },
             rx,
         )
     }
 
-    /// Fails the request now; later shares dropping change nothing.
+    /// This share's data is durably written.
+    pub fn done(mut self) {
+        self.done = true;
+    }
+
+    /// Fails the request now; later shares change nothing.
     pub fn fail(&self, error: &str) {
-        if let Some(tx) = self.0.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        self.state.fail(error);
+    }
+}
+
+impl AckState {
+    fn fail(&self, error: &str) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(Err(error.to_string()));
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.fail("data was dropped before it was durably written");
         }
     }
 }
 
 impl Drop for AckState {
     fn drop(&mut self) {
+        // Every share was done (a failure would have taken the sender already).
         if let Some(tx) = self.tx.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(Ok(()));
         }
@@ -250,12 +304,22 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn ack_resolves_when_all_shares_drop() {
+    async fn ack_resolves_when_all_shares_are_done() {
+        let (ack, mut rx) = Ack::new();
+        let copy = ack.clone();
+        ack.done();
+        assert!(rx.try_recv().is_err(), "resolved with a share outstanding");
+        copy.done();
+        assert_eq!(rx.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_share_fails_the_request() {
         let (ack, rx) = Ack::new();
         let copy = ack.clone();
-        drop(ack);
+        ack.done();
         drop(copy);
-        assert_eq!(rx.await.unwrap(), Ok(()));
+        assert!(rx.await.unwrap().is_err());
     }
 
     #[tokio::test]
@@ -263,7 +327,8 @@ mod tests {
         let (ack, rx) = Ack::new();
         let copy = ack.clone();
         copy.fail("disk full");
-        drop(ack);
+        ack.done();
+        copy.done();
         assert_eq!(rx.await.unwrap(), Err("disk full".to_string()));
     }
 

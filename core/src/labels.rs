@@ -12,6 +12,8 @@ pub const SERVICE_NAME: &str = "service_name";
 pub const PROFILE_TYPE: &str = "__profile_type__";
 /// The profile name label (`process_cpu`, `memory`, ...).
 pub const METRIC_NAME: &str = "__name__";
+/// The service of senders that name none (the OpenTelemetry SDKs' and Pyroscope's default).
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// A sorted set of label pairs; setting a name twice keeps the last value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

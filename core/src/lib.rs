@@ -12,6 +12,8 @@
 //! - [`labels`]: series labels and the `app{k=v}` selector-like syntax senders use.
 //! - [`pprof`]: pprof protobuf messages, decoding with limits, and conversion into the model.
 //! - [`block`]: the immutable block format (builder, reader, object keys).
+//! - [`body`]: gzip sniffing and bounded inflation of request bodies.
+//! - [`store`]: object stores by URL, opened once per process.
 //! - [`component`]: batches, acknowledgements, the build context and component errors.
 //! - [`config`]: shared config value types (durations, byte sizes) and config errors with paths.
 //! - [`telemetry`]: the metrics every component reports into.

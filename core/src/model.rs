@@ -39,8 +39,9 @@ pub struct Totals {
 }
 
 impl Profile {
+    /// The sum of all values. Values come from senders, so sums saturate rather than overflow.
     pub fn total(&self) -> i64 {
-        self.samples.iter().map(|s| s.value).sum()
+        self.samples.iter().fold(0i64, |sum, s| sum.saturating_add(s.value))
     }
 
     /// Per-function totals keyed by frame name, with `go tool pprof`'s semantics: the leaf is
@@ -55,7 +56,8 @@ impl Profile {
     pub fn function_totals_by(&self, name_of: impl Fn(FrameName<'_>) -> String) -> HashMap<String, Totals> {
         let mut per_stack: HashMap<u32, i64> = HashMap::new();
         for s in &self.samples {
-            *per_stack.entry(s.stack).or_default() += s.value;
+            let total = per_stack.entry(s.stack).or_default();
+            *total = total.saturating_add(s.value);
         }
         let mut totals: HashMap<String, Totals> = HashMap::new();
         let mut seen = Vec::new();
@@ -65,10 +67,12 @@ impl Profile {
                 for (i, frame) in self.symbols.frame_names(loc).enumerate() {
                     let name = name_of(frame);
                     if depth == 0 && i == 0 {
-                        totals.entry(name.clone()).or_default().flat += value;
+                        let t = totals.entry(name.clone()).or_default();
+                        t.flat = t.flat.saturating_add(value);
                     }
                     if !seen.contains(&name) {
-                        totals.entry(name.clone()).or_default().cum += value;
+                        let t = totals.entry(name.clone()).or_default();
+                        t.cum = t.cum.saturating_add(value);
                         seen.push(name);
                     }
                 }

@@ -227,10 +227,6 @@ impl SymbolsBuilder {
         self.label_sets.intern(labels)
     }
 
-    pub fn string_count(&self) -> usize {
-        self.strings.rows.len()
-    }
-
     /// Interns every row of `other` and returns how its stack and label set ids map here.
     pub fn import(&mut self, other: &Symbols) -> Remap {
         let strings: Vec<u32> = other.strings.iter().map(|s| self.string(s)).collect();

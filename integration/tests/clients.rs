@@ -27,12 +27,15 @@ fn run_client(program: &Path, script: &str, args: &[&str]) -> Output {
     out
 }
 
-/// What is stored once something of `service` is (the SDK may exit before its upload lands).
-fn stored_for(data: &Path, service: &str) -> Vec<StoredProfile> {
+/// What is stored once `service` has a profile of each type starting with one of `types`
+/// (SDKs may exit before their last upload lands, and send types in separate uploads).
+fn stored_for(data: &Path, service: &str, types: &[&str]) -> Vec<StoredProfile> {
     read_store_until(data, Duration::from_secs(15), |stored| {
-        stored
-            .iter()
-            .any(|s| s.profile.series.get("service_name") == Some(service))
+        types.iter().all(|t| {
+            stored.iter().any(|s| {
+                s.profile.series.get("service_name") == Some(service) && s.profile.profile_type.id().starts_with(t)
+            })
+        })
     })
 }
 
@@ -78,7 +81,7 @@ fn python_sdk_1x_pushes() {
             "--mem",
         ],
     );
-    let stored = stored_for(&fp.data, "py-push");
+    let stored = stored_for(&fp.data, "py-push", &["process_cpu:cpu:", "memory:"]);
     let ours = profiles_of(&stored, "py-push");
     assert!(!ours.is_empty(), "nothing stored for py-push");
     for s in &ours {
@@ -123,7 +126,7 @@ fn python_sdk_08_ingests() {
             "env=test",
         ],
     );
-    let stored = stored_for(&fp.data, "py-legacy");
+    let stored = stored_for(&fp.data, "py-legacy", &["process_cpu:cpu:"]);
     let ours = profiles_of(&stored, "py-legacy");
     assert!(!ours.is_empty(), "nothing stored for py-legacy");
     assert_eq!(types_of(&ours), vec!["process_cpu:cpu:nanoseconds:cpu:nanoseconds"]);
@@ -164,7 +167,7 @@ fn node_case(mode: &str, app: &str) {
             "2000",
         ],
     );
-    let stored = stored_for(&fp.data, app);
+    let stored = stored_for(&fp.data, app, &["wall:wall:", "memory:inuse_space:"]);
     let ours = profiles_of(&stored, app);
     assert!(!ours.is_empty(), "nothing stored for {app}");
     for s in &ours {

@@ -8,15 +8,26 @@ use flamepipe_integration::{Flamepipe, Options, fixture};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
 
+/// The service of every stored profile, sorted; a request stored twice shows twice.
 fn services(fp: &Flamepipe) -> Vec<String> {
     let mut names: Vec<String> = read_store(&fp.data)
         .iter()
         .filter_map(|s| s.profile.series.get("service_name").map(str::to_string))
         .collect();
     names.sort();
-    names.dedup();
     names
 }
+
+/// What `services` must show for `names`, each sent once as a pprof with `types` sample types.
+fn each_once(names: impl IntoIterator<Item = String>, types: usize) -> Vec<String> {
+    let mut expected: Vec<String> = names.into_iter().flat_map(|n| std::iter::repeat_n(n, types)).collect();
+    expected.sort();
+    expected
+}
+
+/// Sample types of pyroscope-go-cpu-tiny.pb.gz (samples, cpu) and pyroscope-go-heap.pb.gz.
+const TINY_CPU_TYPES: usize = 2;
+const HEAP_TYPES: usize = 4;
 
 #[test]
 fn acknowledged_profiles_survive_kill_9() {
@@ -50,7 +61,7 @@ fn acknowledged_profiles_survive_kill_9() {
     });
     fp.kill9();
     let fp = fp.restart();
-    assert_eq!(services(&fp), acknowledged);
+    assert_eq!(services(&fp), each_once(acknowledged, TINY_CPU_TYPES));
     // The restarted process serves on the same store.
     let (status, _) = post(
         &format!("{}/ingest?name=after-restart", fp.url),
@@ -59,7 +70,10 @@ fn acknowledged_profiles_survive_kill_9() {
         &[],
     );
     assert_eq!(status, 200);
-    assert!(services(&fp).contains(&"after-restart".to_string()));
+    assert_eq!(
+        services(&fp).iter().filter(|s| *s == "after-restart").count(),
+        TINY_CPU_TYPES
+    );
 }
 
 #[test]
@@ -86,15 +100,20 @@ fn sigterm_flushes_open_segments_and_exits_0() {
     );
     let status = fp.terminate(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
-    assert_eq!(services(&fp), (0..5).map(|i| format!("term-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        services(&fp),
+        each_once((0..5).map(|i| format!("term-{i}")), TINY_CPU_TYPES)
+    );
 }
 
 #[test]
 fn overload_answers_429_and_loses_nothing_acknowledged() {
+    // Two requests at a time, each waiting about 300 ms for its segment: 16 clients at once
+    // must overload it, whatever the machine's speed.
     let opts = Options {
-        ack: "received",
-        flush_interval: "50ms",
+        flush_interval: "300ms",
         queue_size: Some(1),
+        receiver_extra: "    max_concurrent_requests: 2\n".into(),
         ..Options::default()
     };
     let mut fp = Flamepipe::start(BIN, &opts);
@@ -130,15 +149,20 @@ fn overload_answers_429_and_loses_nothing_acknowledged() {
         .collect();
     let refused = results.len() - accepted.len();
     eprintln!("accepted {}, refused with 429: {refused}", accepted.len());
-    let counted =
-        fp.metric("flamepipe_receiver_refused_requests_total{receiver=\"pyroscope\",reason=\"pipeline_full\"}");
+    assert!(refused > 0, "16 clients against 2 slots were never refused");
+    let counted: f64 = ["pipeline_full", "too_many_requests"]
+        .iter()
+        .map(|r| {
+            fp.metric(&format!(
+                "flamepipe_receiver_refused_requests_total{{receiver=\"pyroscope\",reason=\"{r}\"}}"
+            ))
+        })
+        .sum();
     assert_eq!(counted as usize, refused, "every 429 is counted");
     assert_eq!(fp.terminate(Duration::from_secs(30)).code(), Some(0));
-    let mut expected = accepted;
-    expected.sort();
     assert_eq!(
         services(&fp),
-        expected,
-        "stored must be exactly the acknowledged requests"
+        each_once(accepted, HEAP_TYPES),
+        "stored must be exactly the acknowledged requests, once each"
     );
 }

@@ -52,6 +52,24 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
             }
         }
     }
+    // A receiver in two pipelines hands each batch to both; if they also share an exporter,
+    // that exporter would write every profile twice.
+    let pipelines: Vec<_> = config.service.pipelines.iter().collect();
+    for (i, (a_id, a)) in pipelines.iter().enumerate() {
+        for (b_id, b) in &pipelines[i + 1..] {
+            let receiver = a.receivers.iter().find(|r| b.receivers.contains(r));
+            let exporter = a.exporters.iter().find(|e| b.exporters.contains(e));
+            if let (Some(receiver), Some(exporter)) = (receiver, exporter) {
+                errors.push(Problem::new(
+                    YamlPath::root().key("service").key("pipelines").key(b_id),
+                    format!(
+                        "shares receiver {receiver:?} and exporter {exporter:?} with pipeline {a_id:?}: \
+                         every profile would be written twice"
+                    ),
+                ));
+            }
+        }
+    }
     for (section, kind, ids) in [
         ("receivers", "receiver", &defined.receivers),
         ("processors", "processor", &defined.processors),

@@ -175,10 +175,11 @@ receivers:
   other: { address: '127.0.0.1:4040', paths: [/render] }
 exporters:
   test: {}
+  test/b: {}
 service:
   pipelines:
     profiles/a: { receivers: [test/a, test/b], exporters: [test] }
-    profiles/b: { receivers: [test/c, test/d, other, test/a], exporters: [test] }
+    profiles/b: { receivers: [test/c, test/d, other, test/a], exporters: [test/b] }
 ";
     assert_eq!(
         errors(text),
@@ -187,6 +188,26 @@ service:
             "pipeline.yaml: receivers.test/c: address 0.0.0.0:4040 overlaps 127.0.0.1:4040 used by receiver \"test/a\"; components that share a port must use the same address",
             "pipeline.yaml: receivers.other: route \"/render\" on 127.0.0.1:4040 is already served by receiver \"test/a\"",
             "pipeline.yaml: service.telemetry.metrics_address: 127.0.0.1:8888 collides with 127.0.0.1:8888 used by receiver \"test/d\"; the telemetry server needs an address of its own",
+        ]
+    );
+}
+
+#[test]
+fn pipelines_sharing_a_receiver_and_an_exporter_would_write_twice() {
+    let text = "
+receivers:
+  test: {}
+exporters:
+  test: {}
+service:
+  pipelines:
+    profiles/a: { receivers: [test], exporters: [test] }
+    profiles/b: { receivers: [test], exporters: [test] }
+";
+    assert_eq!(
+        errors(text),
+        [
+            "pipeline.yaml: service.pipelines.profiles/b: shares receiver \"test\" and exporter \"test\" with pipeline \"profiles/a\": every profile would be written twice"
         ]
     );
 }

@@ -14,12 +14,9 @@ use ulid::Ulid;
 use super::Result;
 use super::codec::{encode_symbols, write_section};
 use super::format::{self, BlockMeta, Dataset, SampleColumns, Series, SeriesIndex};
-use crate::labels::{Labels, SERVICE_NAME};
+use crate::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
 use crate::model::Profile;
 use crate::symbols::{Remap, Symbols, SymbolsBuilder};
-
-/// The dataset name of profiles without a `service_name` label (the OTel SDKs' default).
-pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// Zstd level for sections. Level 1: segments are written on the ingest path, where speed
 /// matters most; compaction rewrites them (a later issue) and may spend more.
@@ -63,10 +60,6 @@ impl BlockBuilder {
             level,
             datasets: BTreeMap::new(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.datasets.is_empty()
     }
 
     pub fn add(&mut self, profile: &Profile) {
@@ -145,7 +138,9 @@ impl BlockBuilder {
                 index.profile_duration_ns.push(p.duration_ns);
                 index.profile_period.push(p.period);
                 index.profile_sample_count.push(p.samples.len() as u32);
-                index.profile_total.push(p.samples.iter().map(|s| s.1).sum());
+                index
+                    .profile_total
+                    .push(p.samples.iter().fold(0i64, |sum, s| sum.saturating_add(s.1)));
                 let mut prev = 0;
                 for &(stack, value, labels) in &p.samples {
                     columns.stack_delta.push(stack - prev);

@@ -39,11 +39,15 @@ pub(crate) fn read_section<M: Message + Default>(
             what,
         });
     }
-    // The recorded length bounds the allocation; a lie is caught below.
-    let limit = usize::try_from(section.uncompressed_length)
-        .unwrap_or(usize::MAX)
-        .min(1 << 32);
-    let raw = zstd::bulk::decompress(bytes, limit).map_err(|e| BlockError::corrupt(block, what, e))?;
+    // Stream, stopping one byte past the recorded length, so a corrupt footer can neither
+    // make us allocate its claim up front nor inflate past it.
+    let mut raw = Vec::with_capacity(usize::try_from(section.uncompressed_length).unwrap_or(0).min(64 << 20));
+    let decoder = zstd::stream::read::Decoder::with_buffer(bytes).map_err(|e| BlockError::corrupt(block, what, e))?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(decoder, section.uncompressed_length.saturating_add(1)),
+        &mut raw,
+    )
+    .map_err(|e| BlockError::corrupt(block, what, e))?;
     if raw.len() as u64 != section.uncompressed_length {
         return Err(BlockError::corrupt(
             block,

@@ -30,6 +30,8 @@ pub enum FlatError {
     Truncated,
     #[error("string table entry {0} is not valid UTF-8")]
     Utf8(usize),
+    #[error("more than {0} samples")]
+    TooManySamples(usize),
 }
 
 type Result<T> = std::result::Result<T, FlatError>;
@@ -155,13 +157,15 @@ fn skip(buf: &mut &[u8], wire_type: WireType, tag: u32) -> Result<()> {
     Ok(skip_field(wire_type, tag, buf, DecodeContext::default())?)
 }
 
-/// Decodes a raw (already inflated) pprof message.
-pub fn decode(mut buf: &[u8]) -> Result<FlatProfile<'_>> {
+/// Decodes a raw (already inflated) pprof message of at most `max_samples` samples; the
+/// limit is checked as samples arrive, so an oversized profile is refused before it is built.
+pub fn decode(mut buf: &[u8], max_samples: usize) -> Result<FlatProfile<'_>> {
     let mut p = FlatProfile::default();
     while buf.has_remaining() {
         let (tag, wt) = decode_key(&mut buf)?;
         match tag {
             1 => p.sample_types.push(value_type(message(&mut buf, wt, "sample_type")?)?),
+            2 if p.samples.len() >= max_samples => return Err(FlatError::TooManySamples(max_samples)),
             2 => sample(&mut p, message(&mut buf, wt, "sample")?)?,
             3 => p.mappings.push(mapping(message(&mut buf, wt, "mapping")?)?),
             4 => location(&mut p, message(&mut buf, wt, "location")?)?,
@@ -173,7 +177,18 @@ pub fn decode(mut buf: &[u8]) -> Result<FlatProfile<'_>> {
             }
             9 => p.time_nanos = varint(&mut buf, wt, "time_nanos")? as i64,
             10 => p.duration_nanos = varint(&mut buf, wt, "duration_nanos")? as i64,
-            11 => p.period_type = Some(value_type(message(&mut buf, wt, "period_type")?)?),
+            // A message field given twice merges, as protobuf (and prost) defines.
+            11 => {
+                p.period_type = Some(merge_value_type(
+                    p.period_type.unwrap_or_default(),
+                    message(&mut buf, wt, "period_type")?,
+                )?)
+            }
+            // Known fields flamepipe does not use: skipped, but their wire types are checked.
+            7 | 8 | 14 => {
+                varint(&mut buf, wt, "profile scalar")?;
+            }
+            13 => repeated_varint(&mut buf, wt, "comment", &mut Discard)?,
             12 => p.period = varint(&mut buf, wt, "period")? as i64,
             _ => skip(&mut buf, wt, tag)?,
         }
@@ -181,8 +196,11 @@ pub fn decode(mut buf: &[u8]) -> Result<FlatProfile<'_>> {
     Ok(p)
 }
 
-fn value_type(mut buf: &[u8]) -> Result<proto::ValueType> {
-    let mut vt = proto::ValueType::default();
+fn value_type(buf: &[u8]) -> Result<proto::ValueType> {
+    merge_value_type(proto::ValueType::default(), buf)
+}
+
+fn merge_value_type(mut vt: proto::ValueType, mut buf: &[u8]) -> Result<proto::ValueType> {
     while buf.has_remaining() {
         let (tag, wt) = decode_key(&mut buf)?;
         match tag {
@@ -192,6 +210,15 @@ fn value_type(mut buf: &[u8]) -> Result<proto::ValueType> {
         }
     }
     Ok(vt)
+}
+
+/// `Extend` sink for values that are checked and dropped.
+struct Discard;
+
+impl Extend<u64> for Discard {
+    fn extend<I: IntoIterator<Item = u64>>(&mut self, iter: I) {
+        iter.into_iter().for_each(drop);
+    }
 }
 
 /// `Extend` adapter appending varints as `i64` (protobuf `int64` is the varint reinterpreted).
@@ -274,6 +301,9 @@ fn location(p: &mut FlatProfile<'_>, mut buf: &[u8]) -> Result<()> {
             2 => l.mapping_id = varint(&mut buf, wt, "location.mapping_id")?,
             3 => l.address = varint(&mut buf, wt, "location.address")?,
             4 => p.lines.push(line(message(&mut buf, wt, "location.line")?)?),
+            5 => {
+                varint(&mut buf, wt, "location.is_folded")?;
+            }
             _ => skip(&mut buf, wt, tag)?,
         }
     }

@@ -38,8 +38,8 @@ pub enum PprofError {
     },
     #[error("pprof sample has {got} values, but the profile has {expected} sample types")]
     ValueCount { expected: usize, got: usize },
-    #[error("pprof has {got} samples, over the limit of {limit}")]
-    TooManySamples { got: usize, limit: usize },
+    #[error("pprof has more than {limit} samples")]
+    TooManySamples { limit: usize },
 }
 
 impl PprofError {
@@ -78,24 +78,21 @@ pub fn decode_profiles(
     opts: &ConvertOptions<'_>,
 ) -> Result<Vec<crate::model::Profile>, PprofError> {
     let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
-    let profile = flat::decode(&raw)?;
-    if profile.samples.len() > limits.max_samples {
-        return Err(PprofError::TooManySamples {
-            got: profile.samples.len(),
-            limit: limits.max_samples,
-        });
-    }
+    let profile = flat::decode(&raw, limits.max_samples).map_err(|e| match e {
+        flat::FlatError::TooManySamples(limit) => PprofError::TooManySamples { limit },
+        e => e.into(),
+    })?;
     to_profiles(&profile, opts)
 }
 
-/// Decodes a pprof body into prost's message structs: the reference decoder, for tools and
-/// tests (ingest uses [`decode_profiles`]).
+/// Decodes a pprof body into prost's message structs: the reference decoder the flat one is
+/// tested against (ingest uses [`decode_profiles`]).
+#[cfg(test)]
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<proto::Profile, PprofError> {
     let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
     let profile: proto::Profile = prost::Message::decode(raw.as_ref())?;
     if profile.sample.len() > limits.max_samples {
         return Err(PprofError::TooManySamples {
-            got: profile.sample.len(),
             limit: limits.max_samples,
         });
     }

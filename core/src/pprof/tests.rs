@@ -64,7 +64,7 @@ fn flat_decoder_matches_prost_on_every_fixture() {
         let bytes = std::fs::read(&path).unwrap();
         let reference = comparable(decode(&bytes, &Limits::default()).unwrap());
         let raw = maybe_gunzip(&bytes, 1 << 30).unwrap();
-        let flat = flat::decode(&raw).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let flat = flat::decode(&raw, usize::MAX).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(to_proto(&flat), reference, "{}", path.display());
         checked += 1;
     }
@@ -81,7 +81,7 @@ fn unpacked_repeated_fields_decode_like_packed() {
     prost::encoding::encode_varint(unpacked.len() as u64, &mut msg);
     msg.extend_from_slice(&unpacked);
     let reference = proto::Profile::decode(msg.as_slice()).unwrap();
-    let flat = flat::decode(&msg).unwrap();
+    let flat = flat::decode(&msg, usize::MAX).unwrap();
     assert_eq!(to_proto(&flat).sample, reference.sample);
     assert_eq!(flat.sample_locations, vec![1, 2]);
 }
@@ -90,7 +90,7 @@ proptest! {
     #[test]
     fn flat_and_prost_agree_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let reference = <proto::Profile as prost::Message>::decode(bytes.as_slice());
-        let flat = flat::decode(&bytes);
+        let flat = flat::decode(&bytes, usize::MAX);
         // Both accept the same inputs and, where they accept, read the same message.
         prop_assert_eq!(flat.is_ok(), reference.is_ok(), "flat: {:?}, prost: {:?}", flat.as_ref().err(), reference.as_ref().err());
         if let (Ok(flat), Ok(reference)) = (&flat, reference) {

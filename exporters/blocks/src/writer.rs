@@ -49,23 +49,25 @@ impl BlockWriter {
         debug!(component = %this.id, "blocks exporter drained");
     }
 
-    async fn write(&self, batch: Batch) {
+    async fn write(&self, mut batch: Batch) {
         if batch.profiles.is_empty() {
-            return;
+            return batch.done();
         }
-        let tenant = batch.tenant.to_string();
+        // Only the profiles go to the encoder: the acks stay here, so that whatever happens
+        // there (even a panic) they are answered.
+        let (tenant, profiles) = (batch.tenant.to_string(), std::mem::take(&mut batch.profiles));
         let encoded = tokio::task::spawn_blocking(move || {
             let mut builder = BlockBuilder::new(tenant, 0);
-            for p in &batch.profiles {
+            for p in &profiles {
                 builder.add(p);
             }
-            (builder.finish(Ulid::new()), batch)
+            builder.finish(Ulid::new())
         })
         .await;
-        let (block, batch) = match encoded {
-            Ok((Ok(block), batch)) => (block, batch),
-            Ok((Err(e), batch)) => return self.give_up(&batch, &e.to_string()),
-            Err(e) => return warn!(component = %self.id, error = %e, "block encoding panicked"),
+        let block = match encoded {
+            Ok(Ok(block)) => block,
+            Ok(Err(e)) => return self.give_up(&batch, &e.to_string()),
+            Err(e) => return self.give_up(&batch, &format!("block encoding failed: {e}")),
         };
         let EncodedBlock { meta, bytes } = block;
         let size = bytes.len();
@@ -77,8 +79,7 @@ impl BlockWriter {
                 self.telemetry.block_written(&self.id, size as u64);
                 debug!(component = %self.id, block = %meta.id, tenant = %meta.tenant,
                     profiles = meta.profile_count, bytes = size, "block written");
-                // Dropping the batch releases its acknowledgements: the data is durable.
-                drop(batch);
+                batch.done();
             }
             Err(e) => self.give_up(&batch, &e),
         }

@@ -5,7 +5,8 @@
 //! flushed `flush_interval` after its first profile arrived, or at once when it reaches
 //! `max_bytes`; on shutdown every open segment is flushed. Requests are acknowledged by the
 //! exporter once the segment holding them is durably written, so with `ack: durable` on the
-//! receiver a request waits at most about `flush_interval` plus one write.
+//! receiver a request waits about `flush_interval` plus the write (longer when the exporter
+//! retries, or is busy with earlier segments).
 
 mod config;
 mod segmenter;

@@ -100,6 +100,6 @@ async fn acks_wait_for_the_segment() {
     tx.send(a).await.unwrap();
     let segment = out.recv().await.unwrap();
     assert!(waiter.try_recv().is_err(), "acknowledged before the exporter finished");
-    drop(segment);
+    segment.done();
     assert_eq!(waiter.await.unwrap(), Ok(()));
 }

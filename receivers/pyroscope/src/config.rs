@@ -7,6 +7,7 @@
 //!     max_request_bytes: 16MiB
 //!     max_decompressed_bytes: 64MiB
 //!     max_samples: 1000000
+//!     max_concurrent_requests: 64
 //!     ack: durable        # or `received`
 //!     ack_timeout: 30s
 //! ```
@@ -44,6 +45,9 @@ pub struct Config {
     pub max_decompressed_bytes: ByteSize,
     /// Most samples one pprof (or folded body) may hold; more get 413. Default `1000000`.
     pub max_samples: usize,
+    /// Requests handled at once (reading, decoding, waiting for their write); more get 429.
+    /// With the size limits this bounds the receiver's memory. Default `64`.
+    pub max_concurrent_requests: usize,
     /// When to answer: `durable` (default) or `received`.
     pub ack: AckMode,
     /// How long a `durable` request waits for its write before it gets 503. Default `30s`.
@@ -57,6 +61,7 @@ impl Default for Config {
             max_request_bytes: ByteSize::mib(16),
             max_decompressed_bytes: ByteSize::mib(64),
             max_samples: 1_000_000,
+            max_concurrent_requests: 64,
             ack: AckMode::Durable,
             ack_timeout: Duration::from_secs(30),
         }
@@ -74,6 +79,9 @@ impl Validate for Config {
         }
         if self.max_samples == 0 {
             issues.push(ConfigIssue::new("max_samples", "must be greater than 0"));
+        }
+        if self.max_concurrent_requests == 0 {
+            issues.push(ConfigIssue::new("max_concurrent_requests", "must be greater than 0"));
         }
         if self.ack_timeout.is_zero() {
             issues.push(ConfigIssue::new(

@@ -41,6 +41,8 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}, retry later")]
     PipelineFull(String),
+    #[error("too many requests in flight, retry later")]
+    Busy,
     #[error("{0}")]
     ShuttingDown(String),
     #[error("timed out waiting for durable write")]
@@ -71,6 +73,7 @@ impl Error {
             Error::Tenant(_) => "bad_tenant",
             Error::BadRequest(_) => "bad_request",
             Error::PipelineFull(_) => "pipeline_full",
+            Error::Busy => "too_many_requests",
             Error::ShuttingDown(_) => "shutting_down",
             Error::Timeout => "timeout",
             Error::WriteFailed(_) => "write_failed",
@@ -85,7 +88,7 @@ impl Error {
         // By reason, so that body and pprof errors over a limit map like our own.
         match self.reason() {
             "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "pipeline_full" => StatusCode::TOO_MANY_REQUESTS,
+            "pipeline_full" | "too_many_requests" => StatusCode::TOO_MANY_REQUESTS,
             "shutting_down" | "timeout" | "write_failed" => StatusCode::SERVICE_UNAVAILABLE,
             "internal" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,

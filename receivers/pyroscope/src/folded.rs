@@ -40,7 +40,8 @@ pub(crate) struct FoldedOptions {
 pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
     let (name, mut sample_type, mut sample_unit) = opts.kind;
     let (mut period_type, mut period_unit, mut period) = ("", "", 0i64);
-    if matches!(name, "process_cpu" | "wall") && opts.sample_rate > 0 {
+    // Rates above 1 GHz would make the period 0 ns: such counts stay counts.
+    if matches!(name, "process_cpu" | "wall") && opts.sample_rate > 0 && opts.sample_rate <= 1_000_000_000 {
         sample_type = if name == "wall" { "wall" } else { "cpu" };
         sample_unit = "nanoseconds";
         period_type = sample_type;
@@ -82,7 +83,6 @@ pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
         count_lines += 1;
         if count_lines > opts.max_samples {
             return Err(PprofError::TooManySamples {
-                got: count_lines,
                 limit: opts.max_samples,
             }
             .into());

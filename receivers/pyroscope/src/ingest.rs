@@ -286,8 +286,8 @@ fn pprof_profiles(
 fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Limits) -> Result<Vec<Profile>> {
     let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
     let text = std::str::from_utf8(&raw).map_err(|e| Error::bad_request(format!("folded body is not utf-8: {e}")))?;
-    // `app.cpu` is a CPU profile of `app`; an unknown or missing suffix is a CPU profile of
-    // the whole name, as in Pyroscope.
+    // `app.cpu` is a CPU profile of `app`. Pyroscope refuses an unknown suffix (so `my.app`
+    // fails there); we take it, and a missing one, as a CPU profile of the whole name.
     let (service, kind) = match params.app.rsplit_once('.') {
         Some((service, suffix)) if !service.is_empty() => match folded_profile_kind(suffix) {
             Some(kind) => (service, kind),

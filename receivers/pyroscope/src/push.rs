@@ -20,18 +20,15 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::body;
-use flamepipe_core::labels::{Labels, SERVICE_NAME, is_valid_label_name};
+use flamepipe_core::labels::{
+    Labels, METRIC_NAME, SERVICE_NAME, UNKNOWN_SERVICE, is_valid_label_name, sanitize_label_name,
+};
 use flamepipe_core::pprof::{self, ConvertOptions, Limits};
 use prost::Message as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 use crate::receiver::now_ns;
-use flamepipe_core::labels::sanitize_label_name;
-
-/// Pyroscope's name for a series whose sender gives no `service_name`.
-const UNKNOWN_SERVICE: &str = "unknown_service";
-const METRIC_NAME: &str = "__name__";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PushRequest {
@@ -197,9 +194,14 @@ pub(crate) fn decode(encoding: PushEncoding, compressed: bool, bytes: Bytes, lim
     };
     let now = now_ns();
     let mut profiles = Vec::new();
+    // One budget for the whole request: a push of many small gzip bombs or many large
+    // profiles is bounded like a single one.
+    let mut budget = *limits;
     for series in &request.series {
         let (labels, name) = series_labels(&series.labels)?;
         for sample in &series.samples {
+            let raw = body::maybe_gunzip(&sample.raw_profile, budget.max_decompressed_bytes)?;
+            budget.max_decompressed_bytes -= raw.len();
             let opts = ConvertOptions {
                 series: &labels,
                 name: name.as_deref(),
@@ -208,7 +210,9 @@ pub(crate) fn decode(encoding: PushEncoding, compressed: bool, bytes: Bytes, lim
                 default_timestamp_ns: now,
                 display_names: None,
             };
-            profiles.extend(pprof::decode_profiles(&sample.raw_profile, limits, &opts)?);
+            let decoded = pprof::decode_profiles(&raw, &budget, &opts)?;
+            budget.max_samples -= decoded.iter().map(|p| p.samples.len()).max().unwrap_or(0);
+            profiles.extend(decoded);
         }
     }
     if profiles.is_empty() {

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     max_request_bytes: usize,
     ack: AckMode,
     ack_timeout: std::time::Duration,
+    /// One permit per request being handled.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The receiver's routes, ready to be merged into the server of its address.
@@ -64,6 +66,7 @@ pub fn router(config: &Config, ctx: &BuildContext, output: PipelineSender) -> Ro
         max_request_bytes: config.max_request_bytes.as_usize(),
         ack: config.ack,
         ack_timeout: config.ack_timeout.0,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
     });
     let mut router = Router::new();
     for path in INGEST_PATHS {
@@ -78,7 +81,11 @@ async fn ingest_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match ingest_request(Arc::clone(&shared), query.as_deref().unwrap_or(""), &headers, body).await {
+    let result = match shared.admit() {
+        Ok(_permit) => ingest_request(Arc::clone(&shared), query.as_deref().unwrap_or(""), &headers, body).await,
+        Err(e) => Err(shared.refuse_unread(e, body).await),
+    };
+    match result {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => {
             shared.refused(&e, "ingest");
@@ -104,7 +111,11 @@ async fn ingest_request(shared: Arc<Shared>, query: &str, headers: &HeaderMap, b
 
 async fn push_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let encoding = PushEncoding::from_content_type(content_type(headers.get(CONTENT_TYPE)));
-    match push_request(Arc::clone(&shared), encoding, &headers, body).await {
+    let result = match shared.admit() {
+        Ok(_permit) => push_request(Arc::clone(&shared), encoding, &headers, body).await,
+        Err(e) => Err(shared.refuse_unread(e, body).await),
+    };
+    match result {
         Ok(encoding) => push::ok_response(encoding),
         Err(e) => {
             shared.refused(&e, "push");
@@ -161,6 +172,20 @@ async fn complete_detached(
 }
 
 impl Shared {
+    /// Reads and discards the body of a request refused before it was read (up to
+    /// `max_request_bytes`, nothing buffered), so that the client, still sending, reads our
+    /// answer rather than a reset connection.
+    async fn refuse_unread(&self, error: Error, body: Body) -> Error {
+        let mut body = Limited::new(body, self.max_request_bytes);
+        while let Some(Ok(_)) = body.frame().await {}
+        error
+    }
+
+    /// A slot for one more request, or 429 when `max_concurrent_requests` are being handled.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| Error::Busy)
+    }
+
     /// Hands the request's profiles on as one batch and waits for the acknowledgement the
     /// config asks for.
     async fn deliver(&self, tenant: Arc<str>, profiles: Vec<Profile>, body_len: usize) -> Result<()> {
@@ -199,8 +224,9 @@ impl Shared {
     }
 }
 
-/// The tenant named by `X-Scope-OrgID`, checked the way Cortex-style systems check it, since
-/// tenant ids end up in object keys.
+/// The tenant named by `X-Scope-OrgID`, checked as Mimir and Pyroscope check it (letters,
+/// digits and `!-_.*'()`, at most 150 characters, not `.` or `..`): tenant ids end up in
+/// object keys, where anything else would be escaped or collide.
 fn tenant(headers: &HeaderMap) -> Result<Arc<str>> {
     let Some(value) = headers.get("x-scope-orgid") else {
         return Ok(Arc::from(DEFAULT_TENANT));
@@ -212,8 +238,8 @@ fn tenant(headers: &HeaderMap) -> Result<Arc<str>> {
     if id.len() > MAX_TENANT_LEN {
         return Err(Error::Tenant("longer than 150 characters"));
     }
-    if id.contains('/') {
-        return Err(Error::Tenant("must not contain '/'"));
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c)) {
+        return Err(Error::Tenant("may hold only letters, digits and !-_.*'()"));
     }
     if id == "." || id == ".." {
         return Err(Error::Tenant("must not be \".\" or \"..\""));

@@ -589,7 +589,7 @@ async fn request_errors_name_the_problem() {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST);
         assert_eq!(answer.body, format!("unsupported format {format:?}"));
     }
-    for tenant in ["a/b", "..", ".", &"t".repeat(151), ""] {
+    for tenant in ["a/b", "..", ".", &"t".repeat(151), "", "a%b", "a b", "a#b"] {
         let answer = send(
             &h.router,
             post("/ingest?name=app", &[("x-scope-orgid", tenant)], pprof.clone()),
@@ -760,7 +760,7 @@ async fn durable_ack_answers_only_after_the_write() {
     let batch = h.rx.recv().await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!request.is_finished(), "answered before the write was acknowledged");
-    drop(batch);
+    batch.done();
     let answer = request.await.unwrap();
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
@@ -1119,4 +1119,27 @@ proptest! {
         let params = IngestParams::parse("name=a&format=pprof", 0).unwrap();
         let _ = ingest::decode(&params, IngestBody::Raw(body.into()), &limits);
     }
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_get_429() {
+    let config = Config {
+        max_concurrent_requests: 1,
+        ..Config::default()
+    };
+    let mut h = harness_with(config, 4);
+    let router = h.router.clone();
+    // The first request holds its slot while it waits for its durable write.
+    let first = tokio::spawn(async move { send(&router, captured("python-1.x-push")).await });
+    let batch = h.rx.recv().await.unwrap();
+    let second = send(&h.router, captured("python-1.x-push")).await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS, "{}", second.body);
+    assert!(h.telemetry.encode().contains("reason=\"too_many_requests\""));
+    batch.done();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    // The slot is free again.
+    let router = h.router.clone();
+    let third = tokio::spawn(async move { send(&router, captured("python-1.x-push")).await });
+    h.rx.recv().await.unwrap().done();
+    assert_eq!(third.await.unwrap().status, StatusCode::OK);
 }
