@@ -77,6 +77,10 @@ impl Validate for Config {
         if self.max_decompressed_bytes.0 == 0 {
             issues.push(ConfigIssue::new("max_decompressed_bytes", "must be greater than 0"));
         }
+        // Decoded columns are indexed with u32.
+        if self.max_decompressed_bytes.0 > u64::from(u32::MAX) {
+            issues.push(ConfigIssue::new("max_decompressed_bytes", "must be at most 4GiB"));
+        }
         if self.max_samples == 0 {
             issues.push(ConfigIssue::new("max_samples", "must be greater than 0"));
         }
