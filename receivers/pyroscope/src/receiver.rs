@@ -104,7 +104,7 @@ async fn ingest_request(shared: Arc<Shared>, query: &str, headers: &HeaderMap, b
     let limits = shared.limits;
     complete_detached(shared, tenant, body_len, async move {
         let body = IngestBody::from_request(&content_type, bytes).await?;
-        blocking(move || ingest::decode(&params, body, &limits)).await
+        decode_off_runtime(body_len, move || ingest::decode(&params, body, &limits)).await
     })
     .await
 }
@@ -147,7 +147,7 @@ async fn push_request(
     let body_len = bytes.len();
     let limits = shared.limits;
     complete_detached(shared, tenant, body_len, async move {
-        blocking(move || push::decode(encoding, compressed, bytes, &limits)).await
+        decode_off_runtime(body_len, move || push::decode(encoding, compressed, bytes, &limits)).await
     })
     .await?;
     Ok(encoding)
@@ -267,8 +267,18 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
 }
 
-/// Runs CPU-bound decoding on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Bodies up to this size (as sent) are decoded on the runtime thread: well under a
+/// millisecond of work, less than the hand-off to the blocking pool and back costs.
+const INLINE_DECODE_MAX_BYTES: usize = 32 << 10;
+
+/// Runs CPU-bound decoding: inline for small bodies, on the blocking pool for larger ones.
+async fn decode_off_runtime<T: Send + 'static>(
+    body_len: usize,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if body_len <= INLINE_DECODE_MAX_BYTES {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("decoder task failed: {e}")))?
