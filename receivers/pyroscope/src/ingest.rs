@@ -25,7 +25,6 @@ use crate::folded::{self, FoldedOptions, Mode};
 const SPY_LABEL: &str = "pyroscope_spy";
 /// Pyroscope's default `sampleRate` (Hz) when a sender gives none.
 const DEFAULT_SAMPLE_RATE: u32 = 100;
-const NS_PER_SEC: i64 = 1_000_000_000;
 
 /// The body format the `format` parameter asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,45 +124,7 @@ impl IngestParams {
     }
 }
 
-/// Pyroscope's `attime` rules: all digits are unix time in seconds, or milliseconds (13
-/// digits), microseconds (16) or nanoseconds (19); `now`, `now-1h`, `-30m` and the like are
-/// relative to `now_ns`. Returns nanoseconds, or `None` when `value` is none of these.
-pub(crate) fn parse_time(value: &str, now_ns: i64) -> Option<i64> {
-    let value = value.trim();
-    if value.is_empty() || value == "now" {
-        return Some(now_ns);
-    }
-    if value.bytes().all(|b| b.is_ascii_digit()) {
-        let n: i64 = value.parse().ok()?;
-        return match value.len() {
-            13 => n.checked_mul(1_000_000),
-            16 => n.checked_mul(1_000),
-            19 => Some(n),
-            _ => n.checked_mul(NS_PER_SEC),
-        };
-    }
-    let relative = value.strip_prefix("now").unwrap_or(value);
-    let (sign, rest) = match relative.as_bytes().first() {
-        Some(b'-') => (-1, &relative[1..]),
-        Some(b'+') => (1, &relative[1..]),
-        _ => return None,
-    };
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-    let (count, unit) = rest.split_at(digits);
-    let count: i64 = count.parse().ok()?;
-    const DAY: i64 = 86_400 * NS_PER_SEC;
-    let unit_ns = match unit {
-        "s" | "sec" | "secs" | "second" | "seconds" => NS_PER_SEC,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60 * NS_PER_SEC,
-        "h" | "hour" | "hours" => 3_600 * NS_PER_SEC,
-        "d" | "day" | "days" => DAY,
-        "w" | "week" | "weeks" => 7 * DAY,
-        "mon" | "month" | "months" => 30 * DAY,
-        "y" | "year" | "years" => 365 * DAY,
-        _ => return None,
-    };
-    now_ns.checked_add(sign * count.checked_mul(unit_ns)?)
-}
+pub(crate) use flamepipe_core::time::parse_time;
 
 /// An `/ingest` body: raw, or the parts of a multipart/form-data upload.
 #[derive(Debug)]

@@ -284,9 +284,4 @@ async fn decode_off_runtime<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("decoder task failed: {e}")))?
 }
 
-pub(crate) fn now_ns() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
-}
+pub(crate) use flamepipe_core::time::now_ns;
