@@ -238,7 +238,8 @@ fn pprof_profiles(
         // The profile's own start wins; `from` only fills in for senders that leave it out.
         timestamp_ns: None,
         default_timestamp_ns: params.from_ns,
-        duration_ns: Some(params.duration_ns()),
+        // A request without `from`/`until` says nothing of the duration: keep the pprof's.
+        duration_ns: Some(params.duration_ns()).filter(|&d| d > 0),
         display_names,
     };
     Ok(pprof::decode_profiles(bytes, limits, &opts)?)

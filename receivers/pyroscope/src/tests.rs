@@ -1143,3 +1143,18 @@ async fn requests_over_the_concurrency_limit_get_429() {
     h.rx.recv().await.unwrap().done();
     assert_eq!(third.await.unwrap().status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn without_from_and_until_the_pprof_keeps_its_own_time_and_duration() {
+    let mut h = harness();
+    let answer = send(
+        &h.router,
+        post("/ingest?name=app", &[], fixture("pprof/pyroscope-go-cpu-tiny.pb.gz")),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let p = &h.rx.try_recv().unwrap().profiles[0];
+    // `go tool pprof` reads this file as `Duration: 1.10`, started 2021-04-25 03:39:08 UTC.
+    assert_eq!(p.duration_ns / 10_000_000, 110);
+    assert_eq!(p.timestamp_ns / 1_000_000_000, 1_619_321_948);
+}
