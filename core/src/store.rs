@@ -21,7 +21,7 @@ pub enum StoreError {
 }
 
 /// Where a store URL points, checked without touching anything.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum StoreLocation {
     Local(PathBuf),
     Memory(String),
@@ -43,15 +43,6 @@ impl StoreLocation {
 #[derive(Clone, Default)]
 pub struct StoreRegistry {
     open: Arc<Mutex<HashMap<StoreLocation, Arc<dyn ObjectStore>>>>,
-}
-
-impl std::hash::Hash for StoreLocation {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        match self {
-            StoreLocation::Local(p) => p.hash(state),
-            StoreLocation::Memory(n) => n.hash(state),
-        }
-    }
 }
 
 impl StoreRegistry {

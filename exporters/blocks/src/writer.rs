@@ -5,6 +5,7 @@ use std::sync::Arc;
 use flamepipe_core::block::{BlockBuilder, EncodedBlock, block_path};
 use flamepipe_core::component::{Batch, BoxFuture, BuildContext, Exporter};
 use flamepipe_core::telemetry::Telemetry;
+use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -56,12 +57,13 @@ impl BlockWriter {
         // Only the profiles go to the encoder: the acks stay here, so that whatever happens
         // there (even a panic) they are answered.
         let (tenant, profiles) = (batch.tenant.to_string(), std::mem::take(&mut batch.profiles));
+        let id = Ulid::new();
         let encoded = tokio::task::spawn_blocking(move || {
             let mut builder = BlockBuilder::new(tenant, 0);
             for p in &profiles {
                 builder.add(p);
             }
-            builder.finish(Ulid::new())
+            builder.finish(id)
         })
         .await;
         let block = match encoded {
@@ -72,7 +74,10 @@ impl BlockWriter {
         let EncodedBlock { meta, bytes } = block;
         let size = bytes.len();
         match self
-            .put_with_retries(&batch, &meta.id, PutPayload::from(bytes::Bytes::from(bytes)))
+            .put_with_retries(
+                &block_path(&batch.tenant, id),
+                PutPayload::from(bytes::Bytes::from(bytes)),
+            )
             .await
         {
             Ok(()) => {
@@ -85,13 +90,11 @@ impl BlockWriter {
         }
     }
 
-    async fn put_with_retries(&self, batch: &Batch, id: &str, payload: PutPayload) -> Result<(), String> {
-        let id: Ulid = id.parse().map_err(|e: ulid::DecodeError| e.to_string())?;
-        let path = block_path(&batch.tenant, id);
+    async fn put_with_retries(&self, path: &Path, payload: PutPayload) -> Result<(), String> {
         let mut backoff = self.config.retry_backoff.0;
         let mut attempt = 0;
         loop {
-            match self.store.put(&path, payload.clone()).await {
+            match self.store.put(path, payload.clone()).await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < self.config.max_retries => {
                     attempt += 1;

@@ -26,6 +26,10 @@ const SPY_LABEL: &str = "pyroscope_spy";
 /// Pyroscope's default `sampleRate` (Hz) when a sender gives none.
 const DEFAULT_SAMPLE_RATE: u32 = 100;
 
+/// The kind of a folded upload whose name has no known suffix: a CPU profile, as
+/// `folded_profile_kind("cpu")` gives.
+const CPU_KIND: (&str, &str, &str) = ("process_cpu", "samples", "count");
+
 /// The body format the `format` parameter asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -253,9 +257,9 @@ fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Lim
     let (service, kind) = match params.app.rsplit_once('.') {
         Some((service, suffix)) if !service.is_empty() => match folded_profile_kind(suffix) {
             Some(kind) => (service, kind),
-            None => (params.app.as_str(), cpu_kind()),
+            None => (params.app.as_str(), CPU_KIND),
         },
-        _ => (params.app.as_str(), cpu_kind()),
+        _ => (params.app.as_str(), CPU_KIND),
     };
     let series = params.series(service);
     let profile = folded::to_profile(
@@ -273,6 +277,13 @@ fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Lim
     Ok(vec![profile])
 }
 
-fn cpu_kind() -> (&'static str, &'static str, &'static str) {
-    folded_profile_kind("cpu").unwrap_or(("process_cpu", "samples", "count"))
+#[cfg(test)]
+mod kind_tests {
+    #[test]
+    fn the_default_kind_is_the_cpu_suffix_kind() {
+        assert_eq!(
+            flamepipe_core::profile_type::folded_profile_kind("cpu"),
+            Some(super::CPU_KIND)
+        );
+    }
 }
