@@ -17,6 +17,7 @@ mod blocks_cmd;
 mod cli;
 mod config;
 mod logging;
+mod query;
 mod registry;
 mod server;
 mod topology;

@@ -152,6 +152,12 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
     // Receivers now hold the only senders into the pipelines.
     drop(heads);
 
+    if let Some(query) = config.query.take() {
+        mounts.push((
+            "query".to_string(),
+            crate::query::mount(query, &ctx.for_component("query"))?,
+        ));
+    }
     let servers = server::bind(mounts).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let router = server::telemetry_router(Arc::clone(&ctx.telemetry), Arc::clone(&ready));

@@ -11,13 +11,14 @@
 //! - [`profile_type`]: Pyroscope-style profile type ids (`process_cpu:cpu:nanoseconds:cpu:nanoseconds`).
 //! - [`labels`]: series labels and the `app{k=v}` selector-like syntax senders use.
 //! - [`pprof`]: pprof protobuf messages, decoding with limits, and conversion into the model.
-//! - [`query`]: Pyroscope's selectors (`<profile type>{label matchers}`).
+//! - [`query`]: selectors and the query engine over stored blocks (plan, parallel reads, merge).
 //! - [`block`]: the immutable block format (builder, reader, object keys).
 //! - [`body`]: gzip sniffing and bounded inflation of request bodies.
 //! - [`store`]: object stores by URL, opened once per process.
 //! - [`component`]: batches, acknowledgements, the build context and component errors.
 //! - [`config`]: shared config value types (durations, byte sizes) and config errors with paths.
 //! - [`telemetry`]: the metrics every component reports into.
+//! - [`tenant`]: the `X-Scope-OrgID` tenant id and its checks.
 //! - [`time`]: times as senders and query clients write them (unix s/ms/ns, RFC 3339, `now-1h`).
 
 pub mod block;
@@ -32,6 +33,7 @@ pub mod query;
 pub mod store;
 pub mod symbols;
 pub mod telemetry;
+pub mod tenant;
 pub mod time;
 
 pub use labels::Labels;

@@ -162,7 +162,7 @@ impl std::fmt::Display for FrameName<'_> {
 ///
 /// The hash tables hold only row ids and compare against the rows themselves, so interning a
 /// new row stores it once and interning a known one allocates nothing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SymbolsBuilder {
     strings: Interner<String>,
     mappings: Interner<Mapping>,
@@ -323,7 +323,7 @@ impl SymbolsBuilder {
 }
 
 /// Interns rows of one table: the hash table stores row ids only.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Interner<T> {
     rows: Vec<T>,
     ids: HashTable<u32>,
@@ -401,7 +401,7 @@ impl<T: Hash + Eq> Interner<T> {
 }
 
 /// Interns variable-length rows stored flat (`offsets[i]..offsets[i + 1]` of `items`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FlatInterner<T> {
     offsets: Vec<u32>,
     items: Vec<T>,

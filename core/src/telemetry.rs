@@ -29,6 +29,9 @@ pub struct Telemetry {
     written_bytes: Family<LabelPairs, Counter>,
     written_blocks: Family<LabelPairs, Counter>,
     failed_writes: Family<LabelPairs, Counter>,
+    query_block_reads: Counter,
+    query_read_bytes: Counter,
+    queries: Family<LabelPairs, Counter>,
 }
 
 impl Default for Telemetry {
@@ -50,6 +53,9 @@ impl Telemetry {
         let written_bytes = Family::<LabelPairs, Counter>::default();
         let written_blocks = Family::<LabelPairs, Counter>::default();
         let failed_writes = Family::<LabelPairs, Counter>::default();
+        let query_block_reads = Counter::default();
+        let query_read_bytes = Counter::default();
+        let queries = Family::<LabelPairs, Counter>::default();
         registry.register(
             "receiver_accepted_profiles",
             "Profiles accepted by a receiver (one per sample type)",
@@ -90,6 +96,21 @@ impl Telemetry {
             "Block writes that failed",
             failed_writes.clone(),
         );
+        registry.register(
+            "query_block_reads",
+            "Ranged reads of block sections (footers, indexes, symbols, samples) made by queries",
+            query_block_reads.clone(),
+        );
+        registry.register(
+            "query_read_bytes",
+            "Bytes of block sections read by queries",
+            query_read_bytes.clone(),
+        );
+        registry.register(
+            "query_requests",
+            "Queries answered, by API method and outcome (ok, invalid, canceled, error)",
+            queries.clone(),
+        );
         Telemetry {
             registry: Mutex::new(registry),
             accepted_profiles,
@@ -100,7 +121,25 @@ impl Telemetry {
             written_bytes,
             written_blocks,
             failed_writes,
+            query_block_reads,
+            query_read_bytes,
+            queries,
         }
+    }
+
+    /// One ranged read of a block made by a query.
+    pub fn query_block_read(&self, bytes: u64) {
+        self.query_block_reads.inc();
+        self.query_read_bytes.inc_by(bytes);
+    }
+
+    pub fn query_answered(&self, method: &str, outcome: &str) {
+        self.queries
+            .get_or_create(&vec![
+                ("method".to_string(), method.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
+            .inc();
     }
 
     pub fn accepted(&self, receiver: &str, profiles: u64, bytes: u64) {

@@ -27,6 +27,7 @@ use flamepipe_core::component::{ExporterConfig, ProcessorConfig, ReceiverConfig}
 use flamepipe_core::config::ConfigIssue;
 use yaml_serde::{Mapping, Value};
 
+use crate::query::QueryConfig;
 use crate::registry::{self, ProcessorParser, Registry};
 pub use service::{LogFormat, LogLevel, Pipeline, Service};
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub processors: BTreeMap<String, ProcessorDef>,
     pub exporters: BTreeMap<String, Box<dyn ExporterConfig>>,
     pub service: Service,
+    /// The query API, when the `query` section is present.
+    pub query: Option<QueryConfig>,
 }
 
 /// A processor section. Each pipeline gets its own instance of a processor (as in the
@@ -200,7 +203,7 @@ struct Loader<'a> {
     defined: Defined,
 }
 
-const SECTIONS: &str = "receivers, processors, exporters, service";
+const SECTIONS: &str = "receivers, processors, exporters, service, query";
 
 impl Loader<'_> {
     fn load(&mut self, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
@@ -257,6 +260,12 @@ impl Loader<'_> {
                     Some(())
                 }),
                 "service" => service = Some(self.service(&path, value)),
+                "query" => {
+                    config.query = match value {
+                        Value::Null => Some(QueryConfig::default()),
+                        _ => self.parse_part(&path, value),
+                    }
+                }
                 _ => self.errors.push(Problem::new(
                     path,
                     format!("unknown section, expected one of {SECTIONS}"),

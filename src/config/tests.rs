@@ -77,7 +77,8 @@ service:
   shutdown_timeout: 0s
   queue_size: 0
   extensions: []
-query: {}
+compactor: {}
+query: { max_nodes: 0, store: \"ftp://host/x\" }
 ";
     assert_eq!(
         errors(text),
@@ -92,7 +93,9 @@ query: {}
             "pipeline.yaml: service.shutdown_timeout: must be greater than 0s, got \"0s\"",
             "pipeline.yaml: service.queue_size: must be at least 1",
             "pipeline.yaml: service.extensions: unknown key, expected one of pipelines, telemetry, queue_size, shutdown_timeout",
-            "pipeline.yaml: query: unknown section, expected one of receivers, processors, exporters, service",
+            "pipeline.yaml: compactor: unknown section, expected one of receivers, processors, exporters, service, query",
+            "pipeline.yaml: query.store: unsupported store URL \"ftp://host/x\": expected file://PATH, a path, or memory://",
+            "pipeline.yaml: query.max_nodes: must be greater than 0",
             "pipeline.yaml: service.pipelines.profiles/default.receivers[1]: unknown receiver \"test/c\" (defined: test, test/b, bogus)",
             "pipeline.yaml: service.pipelines.profiles/default.processors[1]: processor \"test\" is already listed at processors[0]",
             "pipeline.yaml: service.pipelines.profiles/default.exporters[1]: unknown exporter \"s3/cold\" (defined: test)",
@@ -125,7 +128,7 @@ fn unused_components_are_warnings() {
 fn structural_problems() {
     assert_eq!(
         errors("[]"),
-        ["pipeline.yaml: expected a mapping with the sections receivers, processors, exporters, service"]
+        ["pipeline.yaml: expected a mapping with the sections receivers, processors, exporters, service, query"]
     );
     assert_eq!(
         errors(""),

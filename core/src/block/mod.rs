@@ -15,7 +15,7 @@ mod tests;
 
 pub use builder::{BlockBuilder, EncodedBlock};
 pub use paths::{BlockRef, block_path, list_blocks};
-pub use reader::{BlockReader, decode_block};
+pub use reader::{BlockReader, DatasetIndex, RawSection, SectionKind, decode_block};
 
 pub type Result<T, E = BlockError> = std::result::Result<T, E>;
 

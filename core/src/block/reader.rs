@@ -8,7 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use prost::Message;
 
 use super::codec::{decode_symbols, read_section};
-use super::format::{self, BlockMeta, Dataset, SampleColumns, SectionRef, SeriesIndex, SymbolTable};
+use super::format::{self, BlockMeta, Dataset, SampleColumns, SectionRef, SeriesIndex};
 use super::{BlockError, Result};
 use crate::labels::Labels;
 use crate::model::{Profile, Sample};
@@ -24,7 +24,7 @@ pub struct BlockReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     name: String,
-    meta: BlockMeta,
+    meta: Arc<BlockMeta>,
 }
 
 impl BlockReader {
@@ -57,15 +57,36 @@ impl BlockReader {
             store,
             path,
             name,
-            meta,
+            meta: Arc::new(meta),
         })
     }
 
-    pub fn meta(&self) -> &BlockMeta {
+    /// A reader for a block whose footer was read before (blocks never change).
+    pub fn with_meta(store: Arc<dyn ObjectStore>, path: Path, meta: Arc<BlockMeta>) -> Self {
+        BlockReader {
+            name: path.to_string(),
+            store,
+            path,
+            meta,
+        }
+    }
+
+    pub fn meta(&self) -> &Arc<BlockMeta> {
         &self.meta
     }
 
-    async fn section(&self, section: &Option<SectionRef>, what: &'static str) -> Result<(SectionRef, bytes::Bytes)> {
+    /// The block's object key, as errors name it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fetches one section's bytes (checked and decoded later, possibly on another thread).
+    pub async fn raw_section(&self, ds: &Dataset, kind: SectionKind) -> Result<RawSection> {
+        let (section, what) = match kind {
+            SectionKind::Index => (&ds.index, "index"),
+            SectionKind::Symbols => (&ds.symbols, "symbols"),
+            SectionKind::Samples => (&ds.samples, "samples"),
+        };
         let section = section.ok_or_else(|| BlockError::corrupt(&self.name, what, "missing section"))?;
         let range: Range<u64> = section.offset..section.offset.saturating_add(section.length);
         let bytes = self
@@ -76,23 +97,29 @@ impl BlockReader {
                 block: self.name.clone(),
                 source,
             })?;
-        Ok((section, bytes))
+        Ok(RawSection {
+            block: self.name.clone(),
+            what,
+            section,
+            bytes,
+        })
     }
 
     pub async fn index(&self, ds: &Dataset) -> Result<SeriesIndex> {
-        let (section, bytes) = self.section(&ds.index, "index").await?;
-        read_section(&self.name, "index", &section, &bytes)
+        self.raw_section(ds, SectionKind::Index).await?.decode()
+    }
+
+    /// A dataset's index, checked ([`DatasetIndex`]).
+    pub async fn dataset_index(&self, ds: &Dataset) -> Result<DatasetIndex> {
+        DatasetIndex::new(&self.name, self.index(ds).await?)
     }
 
     pub async fn symbols(&self, ds: &Dataset) -> Result<Symbols> {
-        let (section, bytes) = self.section(&ds.symbols, "symbols").await?;
-        let table: SymbolTable = read_section(&self.name, "symbols", &section, &bytes)?;
-        decode_symbols(&self.name, table)
+        self.raw_section(ds, SectionKind::Symbols).await?.decode_symbols()
     }
 
     pub async fn samples(&self, ds: &Dataset) -> Result<SampleColumns> {
-        let (section, bytes) = self.section(&ds.samples, "samples").await?;
-        read_section(&self.name, "samples", &section, &bytes)
+        self.raw_section(ds, SectionKind::Samples).await?.decode()
     }
 
     /// Every profile of a dataset, rebuilt in full.
@@ -101,6 +128,42 @@ impl BlockReader {
         let symbols = self.symbols(ds).await?;
         let samples = self.samples(ds).await?;
         rebuild_profiles(&self.name, index, Arc::new(symbols), samples)
+    }
+}
+
+/// The sections of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SectionKind {
+    Index,
+    Symbols,
+    Samples,
+}
+
+/// A section's compressed bytes as fetched, not yet checked.
+pub struct RawSection {
+    block: String,
+    what: &'static str,
+    section: SectionRef,
+    bytes: bytes::Bytes,
+}
+
+impl RawSection {
+    /// Compressed bytes fetched.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Checks the checksum and length, decompresses and decodes.
+    pub fn decode<M: Message + Default>(&self) -> Result<M> {
+        read_section(&self.block, self.what, &self.section, &self.bytes)
+    }
+
+    pub fn decode_symbols(&self) -> Result<Symbols> {
+        decode_symbols(&self.block, self.decode()?)
     }
 }
 
@@ -185,54 +248,131 @@ fn rebuild_profiles(
     symbols: Arc<Symbols>,
     cols: SampleColumns,
 ) -> Result<Vec<Profile>> {
-    let corrupt = |detail: &str| BlockError::corrupt(name, "index", detail);
-    let n = index.profile_series.len();
-    if [
-        index.profile_timestamp_ns.len(),
-        index.profile_duration_ns.len(),
-        index.profile_period.len(),
-        index.profile_sample_count.len(),
-    ]
-    .iter()
-    .any(|&len| len != n)
-    {
-        return Err(corrupt("profile columns of different lengths"));
+    let index = DatasetIndex::new(name, index)?;
+    index.check_samples(name, &cols)?;
+    let mut profiles = Vec::with_capacity(index.profile_count());
+    for i in 0..index.profile_count() {
+        let (labels, profile_type) = index.series_of(i);
+        let mut samples = Vec::with_capacity(index.sample_range(i).len());
+        for sample in index.samples(name, &cols, &symbols, i) {
+            samples.push(sample?);
+        }
+        profiles.push(Profile {
+            series: labels.clone(),
+            profile_type: profile_type.clone(),
+            timestamp_ns: index.columns.profile_timestamp_ns[i],
+            duration_ns: index.columns.profile_duration_ns[i],
+            period: index.columns.profile_period[i],
+            samples,
+            symbols: Arc::clone(&symbols),
+        });
     }
-    if cols.value.len() != cols.stack_delta.len() || cols.label_set.len() != cols.stack_delta.len() {
-        return Err(BlockError::corrupt(name, "samples", "columns of different lengths"));
-    }
-    let total: u64 = index.profile_sample_count.iter().map(|&c| u64::from(c)).sum();
-    if total != cols.value.len() as u64 {
-        return Err(corrupt("sample counts do not match the sample columns"));
-    }
-    let series: Vec<(Labels, ProfileType)> = index
-        .series
-        .iter()
-        .map(|s| {
-            if s.label_names.len() != s.label_values.len() {
-                return Err(corrupt("series label columns of different lengths"));
-            }
-            let labels = s
-                .label_names
-                .iter()
-                .cloned()
-                .zip(s.label_values.iter().cloned())
-                .collect();
-            let profile_type = ProfileType::parse(&s.profile_type).map_err(|e| corrupt(&e.to_string()))?;
-            Ok((labels, profile_type))
+    Ok(profiles)
+}
+
+/// A dataset's series index, checked: its profile columns have one length, its series parse
+/// and every profile points at a series. Queries select profiles with it before (and often
+/// instead of) reading samples.
+#[derive(Clone, Debug)]
+pub struct DatasetIndex {
+    pub series: Vec<(Labels, ProfileType)>,
+    /// The raw columns (`profile_*`), all of [`DatasetIndex::profile_count`] length.
+    pub columns: SeriesIndex,
+    /// Where each profile's samples start in the sample columns, plus the end.
+    sample_starts: Vec<usize>,
+}
+
+impl DatasetIndex {
+    pub fn new(name: &str, columns: SeriesIndex) -> Result<Self> {
+        let corrupt = |detail: &str| BlockError::corrupt(name, "index", detail);
+        let n = columns.profile_series.len();
+        let lengths = [
+            columns.profile_timestamp_ns.len(),
+            columns.profile_duration_ns.len(),
+            columns.profile_period.len(),
+            columns.profile_sample_count.len(),
+        ];
+        if lengths
+            .iter()
+            .chain([&columns.profile_total.len()])
+            .any(|&len| len != n)
+        {
+            return Err(corrupt("profile columns of different lengths"));
+        }
+        let series = columns
+            .series
+            .iter()
+            .map(|s| {
+                if s.label_names.len() != s.label_values.len() {
+                    return Err(corrupt("series label columns of different lengths"));
+                }
+                let labels = s
+                    .label_names
+                    .iter()
+                    .cloned()
+                    .zip(s.label_values.iter().cloned())
+                    .collect();
+                let profile_type = ProfileType::parse(&s.profile_type).map_err(|e| corrupt(&e.to_string()))?;
+                Ok((labels, profile_type))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if columns.profile_series.iter().any(|&s| s as usize >= series.len()) {
+            return Err(corrupt("series id out of range"));
+        }
+        let mut sample_starts = Vec::with_capacity(n + 1);
+        let mut at = 0usize;
+        sample_starts.push(at);
+        for &count in &columns.profile_sample_count {
+            at = at.saturating_add(count as usize);
+            sample_starts.push(at);
+        }
+        Ok(DatasetIndex {
+            series,
+            columns,
+            sample_starts,
         })
-        .collect::<Result<_>>()?;
-    let (stacks, label_sets) = (symbols.stack_count() as u64, symbols.label_set_count() as u32);
-    let mut profiles = Vec::with_capacity(n);
-    let mut at = 0usize;
-    for i in 0..n {
-        let (labels, profile_type) = series
-            .get(index.profile_series[i] as usize)
-            .ok_or_else(|| corrupt("series id out of range"))?;
-        let count = index.profile_sample_count[i] as usize;
-        let mut samples = Vec::with_capacity(count);
+    }
+
+    pub fn profile_count(&self) -> usize {
+        self.columns.profile_series.len()
+    }
+
+    pub fn series_of(&self, profile: usize) -> &(Labels, ProfileType) {
+        &self.series[self.columns.profile_series[profile] as usize]
+    }
+
+    /// The positions of a profile's samples in the dataset's sample columns.
+    pub fn sample_range(&self, profile: usize) -> Range<usize> {
+        self.sample_starts[profile]..self.sample_starts[profile + 1]
+    }
+
+    /// Checks that `cols` hold exactly the samples this index counts.
+    pub fn check_samples(&self, name: &str, cols: &SampleColumns) -> Result<()> {
+        if cols.value.len() != cols.stack_delta.len() || cols.label_set.len() != cols.stack_delta.len() {
+            return Err(BlockError::corrupt(name, "samples", "columns of different lengths"));
+        }
+        if self.sample_starts.last() != Some(&cols.value.len()) {
+            return Err(BlockError::corrupt(
+                name,
+                "index",
+                "sample counts do not match the sample columns",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A profile's samples with their stack ids decoded and checked against `symbols`
+    /// (`cols` must have passed [`DatasetIndex::check_samples`]).
+    pub fn samples<'a>(
+        &self,
+        name: &'a str,
+        cols: &'a SampleColumns,
+        symbols: &Symbols,
+        profile: usize,
+    ) -> impl Iterator<Item = Result<Sample>> + 'a {
+        let (stacks, label_sets) = (symbols.stack_count() as u64, symbols.label_set_count() as u32);
         let mut stack: u64 = 0;
-        for j in at..at + count {
+        self.sample_range(profile).map(move |j| {
             stack += u64::from(cols.stack_delta[j]);
             let labels = cols.label_set[j];
             if stack >= stacks || labels >= label_sets {
@@ -242,22 +382,11 @@ fn rebuild_profiles(
                     "stack or label set id out of range",
                 ));
             }
-            samples.push(Sample {
+            Ok(Sample {
                 stack: stack as u32,
                 value: cols.value[j],
                 labels,
-            });
-        }
-        at += count;
-        profiles.push(Profile {
-            series: labels.clone(),
-            profile_type: profile_type.clone(),
-            timestamp_ns: index.profile_timestamp_ns[i],
-            duration_ns: index.profile_duration_ns[i],
-            period: index.profile_period[i],
-            samples,
-            symbols: Arc::clone(&symbols),
-        });
+            })
+        })
     }
-    Ok(profiles)
 }

@@ -1,8 +1,18 @@
-//! The query language: selectors that pick series by profile type and labels.
+//! The read side: selectors, the query engine over stored blocks, and the results it merges.
 //!
-//! The read side (issue 3) builds on this: the series index of each block is matched against
-//! a [`Selector`] without reading profile data.
+//! - [`selector`]: Pyroscope's `<profile type>{label matchers}` syntax.
+//! - [`engine`]: plans a query from block footers, reads datasets in parallel, merges parts,
+//!   and streams plan / snapshot / result events.
+//! - [`merge`]: what each query method accumulates (flame graph, pprof, series, labels).
+//! - [`tree`]: the merged call tree and its flame graph rendering with `max_nodes` pruning.
+//!
+//! The HTTP and Connect APIs on top of this live in the binary (`src/query/`).
 
+pub mod engine;
+pub mod merge;
 mod selector;
+pub mod tree;
 
+pub use engine::{Diagnostics, EngineLimits, Event, Plan, Progress, Query, QueryEngine, QueryError};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
+pub use tree::{FlameGraph, FlameTree};

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use flamepipe_core::DEFAULT_TENANT;
 use flamepipe_core::Profile;
 use flamepipe_core::component::{Ack, Batch, BuildContext, PipelineSender, SendError};
 use flamepipe_core::pprof::Limits;
@@ -34,7 +33,6 @@ pub const INGEST_PATHS: [&str; 2] = ["/ingest", "/pyroscope/ingest"];
 pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
 
 /// Longest tenant id accepted, as in Cortex and Mimir.
-const MAX_TENANT_LEN: usize = 150;
 
 pub(crate) fn paths() -> Vec<String> {
     INGEST_PATHS.iter().chain([&PUSH_PATH]).map(|p| p.to_string()).collect()
@@ -224,27 +222,8 @@ impl Shared {
     }
 }
 
-/// The tenant named by `X-Scope-OrgID`, checked as Mimir and Pyroscope check it (letters,
-/// digits and `!-_.*'()`, at most 150 characters, not `.` or `..`): tenant ids end up in
-/// object keys, where anything else would be escaped or collide.
 fn tenant(headers: &HeaderMap) -> Result<Arc<str>> {
-    let Some(value) = headers.get("x-scope-orgid") else {
-        return Ok(Arc::from(DEFAULT_TENANT));
-    };
-    let id = value.to_str().map_err(|_| Error::Tenant("must be visible ascii"))?;
-    if id.is_empty() {
-        return Err(Error::Tenant("must not be empty"));
-    }
-    if id.len() > MAX_TENANT_LEN {
-        return Err(Error::Tenant("longer than 150 characters"));
-    }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c)) {
-        return Err(Error::Tenant("may hold only letters, digits and !-_.*'()"));
-    }
-    if id == "." || id == ".." {
-        return Err(Error::Tenant("must not be \".\" or \"..\""));
-    }
-    Ok(Arc::from(id))
+    flamepipe_core::tenant::tenant(headers).map_err(Error::Tenant)
 }
 
 fn content_type(value: Option<&HeaderValue>) -> &str {

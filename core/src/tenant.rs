@@ -1,0 +1,37 @@
+//! Tenant ids: the `X-Scope-OrgID` header, checked as Mimir and Pyroscope check it.
+//!
+//! Ingest and query read the tenant the same way, so one tenant can never address
+//! another's data by a spelling the other side reads differently.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+
+use crate::DEFAULT_TENANT;
+
+/// The header that names the tenant.
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+const MAX_TENANT_LEN: usize = 150;
+
+/// The tenant named by `X-Scope-OrgID` (default `anonymous`): letters, digits and
+/// `!-_.*'()`, at most 150 characters, not `.` or `..`. Tenant ids end up in object keys,
+/// where anything else would be escaped or collide. The error says what is wrong.
+pub fn tenant(headers: &HeaderMap) -> Result<Arc<str>, &'static str> {
+    let Some(value) = headers.get(TENANT_HEADER) else {
+        return Ok(Arc::from(DEFAULT_TENANT));
+    };
+    let id = value.to_str().map_err(|_| "must be visible ascii")?;
+    if id.is_empty() {
+        return Err("must not be empty");
+    }
+    if id.len() > MAX_TENANT_LEN {
+        return Err("longer than 150 characters");
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c)) {
+        return Err("may hold only letters, digits and !-_.*'()");
+    }
+    if id == "." || id == ".." {
+        return Err("must not be \".\" or \"..\"");
+    }
+    Ok(Arc::from(id))
+}

@@ -1,0 +1,93 @@
+//! The query API (issue 3): Pyroscope's `querier.v1.QuerierService` over Connect, its
+//! `/pyroscope/render` flamebearer endpoint, pprof downloads, and flamepipe's streaming
+//! queries (Connect server streaming and NDJSON). See docs/query-api.md.
+//!
+//! - [`messages`]: the prost + serde message types.
+//! - [`connect`]: the Connect protocol (unary, envelopes, errors).
+//! - [`params`]: turning requests into engine queries, with their validation.
+//! - [`api`]: the handlers and the router mounted on the `query` address.
+//!
+//! The engine itself (planning, parallel reads, merging) is `flamepipe_core::query`.
+
+mod api;
+mod connect;
+pub mod messages;
+mod params;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
+use flamepipe_core::store::StoreLocation;
+use serde::{Deserialize, Serialize};
+
+pub use api::mount;
+
+/// The `query` section of pipeline.yaml.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Where to serve the query API; default `127.0.0.1:4040`, shared with the Pyroscope
+    /// receiver as Pyroscope does.
+    pub address: SocketAddr,
+    /// The store to read blocks from: the blocks exporter's `store` URL. Default `file://./data`.
+    pub store: String,
+    /// Block reads in flight per query. Default `16`.
+    pub max_concurrent_reads: usize,
+    /// Queries running at once; more get 429 / `resource_exhausted`. Default `32`.
+    pub max_concurrent_queries: usize,
+    /// How often a streaming query sends a snapshot. Default `250ms`.
+    pub snapshot_interval: Duration,
+    /// Flame graph nodes when a request says none. Default `8192`.
+    pub max_nodes: u32,
+    /// The most nodes a request may ask for. Default `1048576`.
+    pub max_nodes_limit: u32,
+    /// Largest request body. Default `1MiB`.
+    pub max_request_bytes: ByteSize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 4040)),
+            store: "file://./data".to_string(),
+            max_concurrent_reads: 16,
+            max_concurrent_queries: 32,
+            snapshot_interval: Duration::from_millis(250),
+            max_nodes: 8192,
+            max_nodes_limit: 1 << 20,
+            max_request_bytes: ByteSize::mib(1),
+        }
+    }
+}
+
+impl Validate for QueryConfig {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if let Err(e) = StoreLocation::parse(&self.store) {
+            issues.push(ConfigIssue::new("store", e.to_string()));
+        }
+        for (name, value) in [
+            ("max_concurrent_reads", self.max_concurrent_reads),
+            ("max_concurrent_queries", self.max_concurrent_queries),
+            ("max_nodes", self.max_nodes as usize),
+            ("max_nodes_limit", self.max_nodes_limit as usize),
+        ] {
+            if value == 0 {
+                issues.push(ConfigIssue::new(name, "must be greater than 0"));
+            }
+        }
+        if self.max_nodes > self.max_nodes_limit {
+            issues.push(ConfigIssue::new(
+                "max_nodes",
+                format!("must not exceed max_nodes_limit ({})", self.max_nodes_limit),
+            ));
+        }
+        if self.snapshot_interval.0 < std::time::Duration::from_millis(10) {
+            issues.push(ConfigIssue::new("snapshot_interval", "must be at least 10ms"));
+        }
+        if self.max_request_bytes.0 == 0 {
+            issues.push(ConfigIssue::new("max_request_bytes", "must be greater than 0"));
+        }
+        issues
+    }
+}
