@@ -783,7 +783,7 @@ fn snapshot_interval(api: &Api, requested: Option<&str>) -> Result<Duration, Con
     Ok(interval)
 }
 
-fn header_interval<'a>(headers: &'a HeaderMap) -> Option<&'a str> {
+fn header_interval(headers: &HeaderMap) -> Option<&str> {
     headers.get(SNAPSHOT_HEADER).and_then(|v| v.to_str().ok())
 }
 

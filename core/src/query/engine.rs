@@ -222,6 +222,9 @@ struct TaskStats {
     decode: Duration,
 }
 
+/// A finished read: the block it belonged to, the part (none when no profile matched), stats.
+type TaskResult<P> = Result<(usize, Option<P>, TaskStats), QueryError>;
+
 struct Sink<'a, O> {
     tx: &'a mpsc::Sender<Result<Event<O>, QueryError>>,
     interval: Duration,
@@ -413,7 +416,7 @@ impl QueryEngine {
         let mut diagnostics = Diagnostics::default();
         let (mut index_time, mut fetch_time, mut decode_time, mut merge_time) = Default::default();
         let mut pending = tasks.into_iter();
-        let mut running: JoinSet<Result<(usize, Option<A::Part>, TaskStats), QueryError>> = JoinSet::new();
+        let mut running: JoinSet<TaskResult<A::Part>> = JoinSet::new();
         let mut last_snapshot: Option<Instant> = None;
         loop {
             while running.len() < self.limits.max_concurrent_reads.max(1) {
@@ -485,7 +488,7 @@ async fn read_dataset<A: Accumulator>(
     spec: Arc<A::Spec>,
     needs_samples: bool,
     telemetry: Arc<Telemetry>,
-) -> Result<(usize, Option<A::Part>, TaskStats), QueryError> {
+) -> TaskResult<A::Part> {
     let mut stats = TaskStats::default();
     let ds = &task.reader.meta().datasets[task.dataset];
     let started = Instant::now();

@@ -240,14 +240,16 @@ pub struct SeriesSpec {
     pub group_by: Vec<String>,
 }
 
+/// Step number -> (sum of profile totals, profiles).
+type Steps = BTreeMap<i64, (i64, u64)>;
+
 /// `SelectSeries`: per group, the profiles' totals per step, from the series index alone
 /// (each profile's total is stored there).
 pub struct SeriesMerge {
     spec: SeriesSpec,
     aggregation: Aggregation,
     limit: Option<usize>,
-    /// Group label values -> step number -> (sum, profiles).
-    groups: BTreeMap<Vec<Option<String>>, BTreeMap<i64, (i64, u64)>>,
+    groups: BTreeMap<Vec<Option<String>>, Steps>,
 }
 
 impl SeriesMerge {

@@ -32,8 +32,6 @@ pub const INGEST_PATHS: [&str; 2] = ["/ingest", "/pyroscope/ingest"];
 /// Path of the Connect Push API.
 pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
 
-/// Longest tenant id accepted, as in Cortex and Mimir.
-
 pub(crate) fn paths() -> Vec<String> {
     INGEST_PATHS.iter().chain([&PUSH_PATH]).map(|p| p.to_string()).collect()
 }
