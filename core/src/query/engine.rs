@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::Selector;
 use crate::block::format::{BlockMeta, Dataset, SampleColumns};
 use crate::block::{BlockError, BlockReader, DatasetIndex, SectionKind, list_blocks};
-use crate::labels::{Labels, SERVICE_NAME};
+use crate::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
 use crate::profile_type::ProfileType;
 use crate::symbols::Symbols;
 use crate::telemetry::Telemetry;
@@ -63,7 +63,11 @@ impl Query {
                     .matchers
                     .iter()
                     .filter(|m| m.name == SERVICE_NAME)
-                    .all(|m| m.matches(Some(&ds.service_name)));
+                    // Profiles without the label are stored under `unknown_service`, where a
+                    // matcher sees the label as absent.
+                    .all(|m| {
+                        m.matches(Some(&ds.service_name)) || (ds.service_name == UNKNOWN_SERVICE && m.matches(None))
+                    });
                 type_ok && service_ok
             })
     }

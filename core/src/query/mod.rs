@@ -11,6 +11,8 @@
 pub mod engine;
 pub mod merge;
 mod selector;
+#[cfg(test)]
+mod tests;
 pub mod tree;
 
 pub use engine::{Diagnostics, EngineLimits, Event, Plan, Progress, Query, QueryEngine, QueryError};

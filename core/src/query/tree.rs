@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-use crate::symbols::Symbols;
+use crate::symbols::{FrameName, Symbols};
 
 /// A flame graph in Pyroscope's `querier.v1.FlameGraph` layout.
 ///
@@ -158,7 +158,10 @@ impl FlameTree {
                 let names = frames[location as usize].get_or_insert_with(|| {
                     let mut ids: Vec<u32> = symbols
                         .frame_names(location)
-                        .map(|name| self.name_id(&name.to_string()))
+                        .map(|name| match name {
+                            FrameName::Function(name) => self.name_id(name),
+                            address => self.name_id(&address.to_string()),
+                        })
                         .collect();
                     ids.reverse();
                     ids.into_boxed_slice()
