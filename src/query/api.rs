@@ -88,13 +88,8 @@ pub fn mount(config: QueryConfig, ctx: &BuildContext) -> Result<HttpMount, Build
     );
     add(format!("{QUERIER}SelectMergeProfile"), post(select_merge_profile));
     add(format!("{QUERIER}SelectSeries"), post(select_series));
-    for method in [
-        "SelectMergeSpanProfile",
-        "SelectHeatmap",
-        "Diff",
-        "GetProfileStats",
-        "AnalyzeQuery",
-    ] {
+    add(format!("{QUERIER}GetProfileStats"), post(profile_stats));
+    for method in ["SelectMergeSpanProfile", "SelectHeatmap", "Diff", "AnalyzeQuery"] {
         add(format!("{QUERIER}{method}"), post(unimplemented));
     }
     add(
@@ -235,6 +230,27 @@ async fn profile_types(State(api): Shared, headers: HeaderMap, body: Bytes) -> R
                         period_unit: t.period_unit,
                     })
                     .collect(),
+            })
+        },
+    )
+    .await
+}
+
+/// Whether the tenant has data, and its time bounds (ms): Grafana asks this to tell an empty
+/// store from an empty query.
+async fn profile_stats(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    unary(
+        &api,
+        "GetProfileStats",
+        &headers,
+        &body,
+        |api, tenant, _: msg::GetProfileStatsRequest| async move {
+            let bounds = api.engine.time_bounds(&tenant).await.map_err(engine_error)?;
+            let (oldest, newest) = bounds.unwrap_or((0, 0));
+            Ok(msg::GetProfileStatsResponse {
+                data_ingested: bounds.is_some(),
+                oldest_profile_time: oldest.div_euclid(1_000_000),
+                newest_profile_time: newest.div_euclid(1_000_000),
             })
         },
     )

@@ -266,6 +266,23 @@ pub struct GoPgo {
     pub aggregate_callees: bool,
 }
 
+#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GetProfileStatsRequest {}
+
+#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GetProfileStatsResponse {
+    #[prost(bool, tag = "1")]
+    pub data_ingested: bool,
+    #[prost(int64, tag = "2")]
+    #[serde(with = "int64")]
+    pub oldest_profile_time: i64,
+    #[prost(int64, tag = "3")]
+    #[serde(with = "int64")]
+    pub newest_profile_time: i64,
+}
+
 // ---- querier.v1 ----
 
 #[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]

@@ -250,6 +250,23 @@ impl QueryEngine {
         }
     }
 
+    /// The earliest and latest profile times (ns) in a tenant's blocks, from their footers;
+    /// `None` when the tenant has no blocks.
+    pub async fn time_bounds(&self, tenant: &str) -> Result<Option<(i64, i64)>, QueryError> {
+        let blocks = list_blocks(self.store.as_ref(), Some(tenant)).await?;
+        let mut footers = futures::stream::iter(blocks.into_iter().map(|b| async move { self.footer(&b.path).await }))
+            .buffer_unordered(self.limits.max_concurrent_reads.max(1));
+        let mut bounds: Option<(i64, i64)> = None;
+        while let Some(reader) = footers.next().await {
+            let meta = reader?.meta().clone();
+            for ds in &meta.datasets {
+                let (min, max) = bounds.unwrap_or((ds.min_time_ns, ds.max_time_ns));
+                bounds = Some((min.min(ds.min_time_ns), max.max(ds.max_time_ns)));
+            }
+        }
+        Ok(bounds)
+    }
+
     /// Runs a query to the end.
     pub async fn execute<A: Accumulator>(
         &self,
