@@ -19,6 +19,10 @@ pub struct Options {
     pub receiver_extra: String,
     /// Pipeline channel capacity, when a test needs it small.
     pub queue_size: Option<usize>,
+    /// Serve the query API: `Some(extra)` adds a `query:` section on the receiver's address
+    /// (one server answers both, at [`Flamepipe::url`]) reading the blocks exporter's store;
+    /// `extra` holds further keys of the section, indented by the caller with 2 spaces.
+    pub query: Option<String>,
 }
 
 impl Default for Options {
@@ -28,6 +32,7 @@ impl Default for Options {
             flush_interval: "100ms",
             receiver_extra: String::new(),
             queue_size: None,
+            query: None,
         }
     }
 }
@@ -35,7 +40,7 @@ impl Default for Options {
 pub struct Flamepipe {
     dir: Option<TempDir>,
     pub data: PathBuf,
-    /// The pyroscope receiver (http://...).
+    /// The pyroscope receiver (http://...), and the query API when configured.
     pub url: String,
     pub metrics_url: String,
     child: Child,
@@ -50,11 +55,21 @@ impl Flamepipe {
             .queue_size
             .map(|n| format!("  queue_size: {n}\n"))
             .unwrap_or_default();
+        let query = opts
+            .query
+            .as_ref()
+            .map(|extra| {
+                format!(
+                    "query:\n  address: 127.0.0.1:0\n  store: file://{}\n{extra}",
+                    data.display()
+                )
+            })
+            .unwrap_or_default();
         format!(
             "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}\
              processors:\n  segment:\n    flush_interval: {flush}\n\
              exporters:\n  blocks:\n    store: file://{data}\n\
-             service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope]\n      processors: [segment]\n      exporters: [blocks]\n\
+             {query}service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope]\n      processors: [segment]\n      exporters: [blocks]\n\
              \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
             ack = opts.ack,
             extra = opts.receiver_extra,

@@ -720,7 +720,7 @@ impl Framing {
                 self.end(Some(&e)),
             )
                 .into_response(),
-            Framing::Ndjson => (e.code.http_status(), format!("{}\n", e.message)).into_response(),
+            Framing::Ndjson => (e.status, format!("{}\n", e.message)).into_response(),
         }
     }
 }
@@ -890,7 +890,7 @@ fn http_flamegraph(
 }
 
 fn plain_error(e: ConnectError) -> Response {
-    (e.code.http_status(), format!("{}\n", e.message)).into_response()
+    (e.status, format!("{}\n", e.message)).into_response()
 }
 
 async fn render(State(api): Shared, headers: HeaderMap, QueryParams(params): Params) -> Response {
@@ -900,10 +900,8 @@ async fn render(State(api): Shared, headers: HeaderMap, QueryParams(params): Par
         let (start_ns, end_ns) = (selection.query.start_ns, selection.query.end_ns);
         let step_ns = params::timeline_step_ns(start_ns, end_ns);
         let aligned_start = start_ns - start_ns.rem_euclid(step_ns);
-        let series_query = core_query::Query {
-            start_ns: aligned_start,
-            ..selection.query.clone()
-        };
+        // Steps start at the aligned start, but only profiles in range count, as in the flame graph.
+        let series_query = selection.query.clone();
         let timeline = SeriesMerge::new(
             SeriesSpec {
                 start_ns: aligned_start,

@@ -59,6 +59,8 @@ impl Code {
 pub struct ConnectError {
     pub code: Code,
     pub message: String,
+    /// The HTTP status of a unary answer: the code's, except for an unsupported media type.
+    pub status: StatusCode,
 }
 
 impl ConnectError {
@@ -66,6 +68,15 @@ impl ConnectError {
         ConnectError {
             code,
             message: message.into(),
+            status: code.http_status(),
+        }
+    }
+
+    /// A request body in a codec or encoding we do not speak: 415, as Connect servers answer.
+    pub fn unsupported_media(message: impl Into<String>) -> Self {
+        ConnectError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ..Self::new(Code::Unimplemented, message)
         }
     }
 
@@ -81,7 +92,7 @@ impl ConnectError {
 impl IntoResponse for ConnectError {
     fn into_response(self) -> Response {
         (
-            self.code.http_status(),
+            self.status,
             [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             self.json().to_string(),
         )
@@ -122,10 +133,9 @@ pub fn unary_request<M: prost::Message + Default + DeserializeOwned>(
         "application/proto" | "application/protobuf" => Codec::Proto,
         "application/json" => Codec::Json,
         other => {
-            return Err(ConnectError::new(
-                Code::Unimplemented,
-                format!("unsupported content type {other:?}: use application/proto or application/json"),
-            ));
+            return Err(ConnectError::unsupported_media(format!(
+                "unsupported content type {other:?}: use application/proto or application/json"
+            )));
         }
     };
     let body = inflate(headers.get(header::CONTENT_ENCODING), body, max_bytes)?;
@@ -138,10 +148,9 @@ fn inflate(encoding: Option<&HeaderValue>, body: &[u8], max_bytes: u64) -> Resul
         "gzip" => maybe_gunzip(body, usize::try_from(max_bytes).unwrap_or(usize::MAX))
             .map(|b| b.into_owned())
             .map_err(|e| ConnectError::invalid(format!("cannot gunzip the request: {e}"))),
-        other => Err(ConnectError::new(
-            Code::Unimplemented,
-            format!("unsupported content encoding {other:?}: use gzip or identity"),
-        )),
+        other => Err(ConnectError::unsupported_media(format!(
+            "unsupported content encoding {other:?}: use gzip or identity"
+        ))),
     }
 }
 
