@@ -900,7 +900,7 @@ fn check_stream(what: &str, events: &[Value], kind: &str) -> Value {
                 .collect();
             assert_eq!(
                 stages,
-                ["plan", "index", "fetch", "decode", "merge", "render"],
+                ["plan", "index", "fetch", "decode", "extract", "merge", "render"],
                 "{what}"
             );
             result = Some(r.clone());

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -202,6 +202,9 @@ pub struct QueryEngine {
     telemetry: Arc<Telemetry>,
     limits: EngineLimits,
     footers: Mutex<HashMap<Path, Arc<BlockMeta>>>,
+    /// Decodes at once (CPU-bound, so one per core): with more, every dataset of a query
+    /// would finish at about the same time and the first snapshot would come late.
+    decode_slots: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -224,6 +227,7 @@ struct TaskStats {
     index: Duration,
     fetch: Duration,
     decode: Duration,
+    extract: Duration,
 }
 
 /// A finished read: the block it belonged to, the part (none when no profile matched), stats.
@@ -246,6 +250,9 @@ impl QueryEngine {
             telemetry,
             limits,
             footers: Mutex::new(HashMap::new()),
+            decode_slots: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             shutdown,
         }
     }
@@ -435,15 +442,21 @@ impl QueryEngine {
             ..Progress::default()
         };
         let mut diagnostics = Diagnostics::default();
-        let (mut index_time, mut fetch_time, mut decode_time, mut merge_time) = Default::default();
+        let (mut index_time, mut fetch_time, mut decode_time, mut extract_time, mut merge_time) = Default::default();
         let mut pending = tasks.into_iter();
         let mut running: JoinSet<TaskResult<A::Part>> = JoinSet::new();
         let mut last_snapshot: Option<Instant> = None;
         loop {
             while running.len() < self.limits.max_concurrent_reads.max(1) {
                 let Some(task) = pending.next() else { break };
-                let (query, spec, telemetry) = (Arc::clone(&query), Arc::clone(&spec), Arc::clone(&self.telemetry));
-                running.spawn(read_dataset::<A>(task, query, spec, needs_samples, telemetry));
+                let context = ReadContext {
+                    query: Arc::clone(&query),
+                    spec: Arc::clone(&spec),
+                    needs_samples,
+                    telemetry: Arc::clone(&self.telemetry),
+                    decode_slots: Arc::clone(&self.decode_slots),
+                };
+                running.spawn(read_dataset::<A>(task, context));
             }
             let joined = tokio::select! {
                 joined = running.join_next() => joined,
@@ -459,6 +472,7 @@ impl QueryEngine {
             index_time += stats.index;
             fetch_time += stats.fetch;
             decode_time += stats.decode;
+            extract_time += stats.extract;
             diagnostics.blocks_read += stats.reads;
             diagnostics.bytes_read += stats.bytes_read;
             progress.profiles_merged += stats.profiles;
@@ -488,6 +502,7 @@ impl QueryEngine {
             ("index", index_time),
             ("fetch", fetch_time),
             ("decode", decode_time),
+            ("extract", extract_time),
             ("merge", merge_time),
         ];
         Ok(diagnostics)
@@ -501,15 +516,25 @@ fn with_render_time(mut diagnostics: Diagnostics, started: Instant) -> Diagnosti
     diagnostics
 }
 
-/// Reads one dataset: its index, then (if profiles match and the accumulator needs them) its
-/// symbols and samples, and extracts the accumulator's part.
-async fn read_dataset<A: Accumulator>(
-    task: Task,
+/// What every read of one query shares.
+struct ReadContext<S> {
     query: Arc<Query>,
-    spec: Arc<A::Spec>,
+    spec: Arc<S>,
     needs_samples: bool,
     telemetry: Arc<Telemetry>,
-) -> TaskResult<A::Part> {
+    decode_slots: Arc<Semaphore>,
+}
+
+/// Reads one dataset: its index, then (if profiles match and the accumulator needs them) its
+/// symbols and samples, and extracts the accumulator's part.
+async fn read_dataset<A: Accumulator>(task: Task, context: ReadContext<A::Spec>) -> TaskResult<A::Part> {
+    let ReadContext {
+        query,
+        spec,
+        needs_samples,
+        telemetry,
+        decode_slots,
+    } = context;
     let mut stats = TaskStats::default();
     let ds = &task.reader.meta().datasets[task.dataset];
     let started = Instant::now();
@@ -549,12 +574,18 @@ async fn read_dataset<A: Accumulator>(
     stats.fetch = started.elapsed();
     let block = task.block;
     let name = task.reader.name().to_string();
+    let slot = decode_slots
+        .acquire_owned()
+        .await
+        .map_err(|e| QueryError::Worker(e.to_string()))?;
     let decoded = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let started = Instant::now();
         let symbols = Arc::new(symbols.decode_symbols()?);
         let cols: SampleColumns = samples.decode()?;
         index.check_samples(&name, &cols)?;
         let stacks = sum_stacks(&name, &index, &profiles, &symbols, &cols)?;
+        let decoded = Instant::now();
         let part = A::extract(
             &spec,
             Selected {
@@ -563,12 +594,13 @@ async fn read_dataset<A: Accumulator>(
                 stacks: Some(stacks),
             },
         );
-        Ok::<_, QueryError>((part, started.elapsed()))
+        Ok::<_, QueryError>((part, decoded - started, decoded.elapsed()))
     })
     .await
     .map_err(|e| QueryError::Worker(e.to_string()))?;
-    let (part, decode) = decoded?;
+    let (part, decode, extract) = decoded?;
     stats.decode = decode;
+    stats.extract = extract;
     Ok((block, Some(part), stats))
 }
 

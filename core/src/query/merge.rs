@@ -4,55 +4,189 @@
 //! Each is an [`Accumulator`]: workers extract a part per dataset, the driver merges parts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::sync::{Arc, RwLock};
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use super::engine::{Accumulator, Selected, StackSums};
-use super::tree::{FlameGraph, FlameTree};
+use super::tree::{CallTree, FlameGraph, NameTable};
 use crate::labels::Labels;
 use crate::pprof::proto;
 use crate::profile_type::ProfileType;
 use crate::symbols::{Symbols, SymbolsBuilder};
 
 /// `SelectMergeStacktraces`: stacks merged by function name into a flame graph.
+///
+/// Workers turn each dataset's stacks into paths of query-wide name ids (hashed on the
+/// worker); the driver only sums values per distinct path, one probe each. The tree is built
+/// from the distinct paths when a snapshot or the result is rendered, so stacks that many
+/// datasets share are walked once, not once per dataset.
 pub struct FlameGraphMerge {
-    tree: FlameTree,
+    names: Arc<RwLock<NameTable>>,
+    paths: PathTable,
     max_nodes: usize,
+    /// Paths are hashed on workers and probed on the driver, so all use this one.
+    hasher: RandomState,
 }
 
 impl FlameGraphMerge {
     /// `max_nodes` 0 keeps every node.
     pub fn new(max_nodes: usize) -> Self {
         FlameGraphMerge {
-            tree: FlameTree::default(),
+            names: Arc::default(),
+            paths: PathTable::default(),
             max_nodes,
+            hasher: RandomState::default(),
         }
     }
 }
 
+/// Name-id paths (root first) with summed values; rows keep their hashes for rehashing.
+#[derive(Default)]
+pub struct PathTable {
+    offsets: Vec<u32>,
+    items: Vec<u32>,
+    hashes: Vec<u64>,
+    values: Vec<i64>,
+    ids: HashTable<u32>,
+}
+
+impl PathTable {
+    fn path(&self, id: usize) -> &[u32] {
+        &self.items[self.offsets[id] as usize..self.offsets[id + 1] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Appends a path (not deduplicated: parts are built from distinct stacks).
+    fn push(&mut self, path: &[u32], hash: u64, value: i64) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.items.extend_from_slice(path);
+        self.offsets.push(self.items.len() as u32);
+        self.hashes.push(hash);
+        self.values.push(value);
+    }
+
+    /// Adds `value` to `path`, whose hash the caller computed.
+    fn add(&mut self, path: &[u32], hash: u64, value: i64) {
+        let PathTable {
+            offsets,
+            items,
+            hashes,
+            values,
+            ids,
+        } = self;
+        let get = |id: u32| &items[offsets[id as usize] as usize..offsets[id as usize + 1] as usize];
+        if let Some(&id) = ids.find(hash, |&id| get(id) == path) {
+            let v = &mut values[id as usize];
+            *v = v.saturating_add(value);
+            return;
+        }
+        let id = values.len() as u32;
+        ids.insert_unique(hash, id, |&id| hashes[id as usize]);
+        self.push(path, hash, value);
+    }
+}
+
+/// What workers share: the query's names and the hasher paths are hashed with.
+pub struct FlameGraphSpec {
+    names: Arc<RwLock<NameTable>>,
+    hasher: RandomState,
+}
+
 impl Accumulator for FlameGraphMerge {
-    type Part = FlameTree;
-    type Spec = ();
+    type Part = PathTable;
+    type Spec = FlameGraphSpec;
     type Output = FlameGraph;
 
     fn needs_samples(&self) -> bool {
         true
     }
 
-    fn spec(&self) {}
-
-    fn extract(_: &(), selected: Selected<'_>) -> FlameTree {
-        let mut tree = FlameTree::default();
-        if let Some(stacks) = selected.stacks {
-            tree.add_stacks(&stacks.symbols, stacks.values.iter().copied());
+    fn spec(&self) -> FlameGraphSpec {
+        FlameGraphSpec {
+            names: Arc::clone(&self.names),
+            hasher: self.hasher.clone(),
         }
-        tree
     }
 
-    fn merge(&mut self, part: FlameTree) {
-        self.tree.merge(&part);
+    fn extract(spec: &FlameGraphSpec, selected: Selected<'_>) -> PathTable {
+        let mut part = PathTable::default();
+        let Some(stacks) = selected.stacks else {
+            return part;
+        };
+        let symbols = &stacks.symbols;
+        // Name ids of the frames of every location the stacks use, resolved under one lock
+        // and once per function. A location of one frame (no inlining) is stored in `single`.
+        let mut used = vec![false; symbols.locations.len()];
+        for &(stack, _) in &stacks.values {
+            for &location in symbols.stack(stack) {
+                used[location as usize] = true;
+            }
+        }
+        const MANY: u32 = u32::MAX;
+        let mut single = vec![MANY; symbols.locations.len()];
+        let mut frame_offsets = vec![0u32; symbols.locations.len() + 1];
+        let mut frames = Vec::new();
+        {
+            let mut names = spec.names.write().unwrap_or_else(|e| e.into_inner());
+            let mut function_names = vec![MANY; symbols.functions.len()];
+            for (location, &is_used) in used.iter().enumerate() {
+                if is_used {
+                    let start = frames.len();
+                    let lines = &symbols.locations[location].lines;
+                    if lines.is_empty() {
+                        names.frames(symbols, location as u32, &mut frames);
+                    }
+                    // Lines are innermost first; a path runs root first.
+                    for line in lines.iter().rev() {
+                        let id = &mut function_names[line.function as usize];
+                        if *id == MANY {
+                            *id = names.id(symbols.str(symbols.functions[line.function as usize].name));
+                        }
+                        frames.push(*id);
+                    }
+                    if frames.len() == start + 1 {
+                        single[location] = frames[start];
+                    }
+                }
+                frame_offsets[location + 1] = frames.len() as u32;
+            }
+        }
+        let mut path = Vec::new();
+        for &(stack, value) in &stacks.values {
+            path.clear();
+            for &location in symbols.stack(stack).iter().rev() {
+                let l = location as usize;
+                match single[l] {
+                    MANY => path.extend_from_slice(&frames[frame_offsets[l] as usize..frame_offsets[l + 1] as usize]),
+                    name => path.push(name),
+                }
+            }
+            part.push(&path, spec.hasher.hash_one(path.as_slice()), value);
+        }
+        part
+    }
+
+    fn merge(&mut self, part: PathTable) {
+        for id in 0..part.len() {
+            self.paths.add(part.path(id), part.hashes[id], part.values[id]);
+        }
     }
 
     fn render(&self) -> FlameGraph {
-        self.tree.render(self.max_nodes)
+        let mut tree = CallTree::default();
+        for id in 0..self.paths.len() {
+            tree.add_path(self.paths.path(id), self.paths.values[id]);
+        }
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        tree.render(&names, self.max_nodes)
     }
 }
 

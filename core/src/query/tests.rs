@@ -515,7 +515,10 @@ async fn check_flame_graph_stream(engine: &Arc<QueryEngine>, q: Query, ty: &str,
     assert_eq!(diagnostics.blocks_read, plan.datasets_total + 2 * matched);
     assert!(diagnostics.bytes_read <= plan.bytes_total && diagnostics.bytes_read >= last.bytes_done);
     let stages: Vec<&str> = diagnostics.stages.iter().map(|s| s.0).collect();
-    assert_eq!(stages, ["plan", "index", "fetch", "decode", "merge", "render"]);
+    assert_eq!(
+        stages,
+        ["plan", "index", "fetch", "decode", "extract", "merge", "render"]
+    );
     assert_eq!(
         (unary_diagnostics.datasets_read, unary_diagnostics.bytes_read),
         (diagnostics.datasets_read, diagnostics.bytes_read)

@@ -1,11 +1,10 @@
 //! The call tree a flame graph query merges stacks into, and its rendering in Pyroscope's
 //! flame graph layout (`names`, `levels`, `total`, `max_self`) with `max_nodes` pruning.
 //!
-//! Workers build one small tree per dataset ([`FlameTree::add_stacks`]) and the query driver
-//! merges them into one ([`FlameTree::merge`]); a tree is a sum, so the merge order never
-//! changes the result and every snapshot is the exact sum of the datasets merged so far.
-//! Rendering sorts children by name, as Pyroscope does, so the output does not depend on the
-//! order either.
+//! [`NameTable`] holds a query's frame names; [`CallTree`] sums name-id paths into nodes and
+//! renders them; [`FlameTree`] is the two together for callers with one table of symbols. A
+//! tree is a sum, so the order stacks arrive in never changes the result, and rendering sorts
+//! children by name, as Pyroscope does, so the output does not depend on it either.
 
 use std::hash::BuildHasher;
 
@@ -39,22 +38,68 @@ struct Node {
     self_value: i64,
 }
 
-/// A merged call tree keyed by function name. Node 0 is the root.
-#[derive(Clone, Debug)]
-pub struct FlameTree {
+/// Frame names by id: the flame graph's alphabet, shared by every tree of a query.
+#[derive(Clone, Debug, Default)]
+pub struct NameTable {
     names: Vec<Box<str>>,
-    name_ids: HashTable<u32>,
+    ids: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl NameTable {
+    pub fn id(&mut self, name: &str) -> u32 {
+        let hash = self.hasher.hash_one(name);
+        let NameTable { names, ids, hasher } = self;
+        *ids.entry(
+            hash,
+            |&id| &*names[id as usize] == name,
+            |&id| hasher.hash_one(&*names[id as usize]),
+        )
+        .or_insert_with(|| {
+            names.push(name.into());
+            names.len() as u32 - 1
+        })
+        .get()
+    }
+
+    pub fn get(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Name ids of a location's frames, root-most first (inlined callers before callees).
+    pub fn frames(&mut self, symbols: &Symbols, location: u32, out: &mut Vec<u32>) {
+        let start = out.len();
+        for name in symbols.frame_names(location) {
+            let id = match name {
+                FrameName::Function(name) => self.id(name),
+                address => self.id(&address.to_string()),
+            };
+            out.push(id);
+        }
+        out[start..].reverse();
+    }
+}
+
+/// The shape of a call tree: nodes keyed by (parent, name id), names kept elsewhere.
+#[derive(Clone, Debug)]
+pub struct CallTree {
     nodes: Vec<Node>,
     /// (parent, name) -> child node.
     children: HashTable<u32>,
     hasher: RandomState,
 }
 
-impl Default for FlameTree {
+impl Default for CallTree {
     fn default() -> Self {
-        FlameTree {
-            names: Vec::new(),
-            name_ids: HashTable::new(),
+        CallTree {
             nodes: vec![Node {
                 parent: 0,
                 name: u32::MAX,
@@ -67,7 +112,67 @@ impl Default for FlameTree {
     }
 }
 
+/// A merged call tree keyed by function name, with its own names. Node 0 is the root.
+#[derive(Clone, Debug, Default)]
+pub struct FlameTree {
+    names: NameTable,
+    tree: CallTree,
+}
+
 impl FlameTree {
+    pub fn total(&self) -> i64 {
+        self.tree.total()
+    }
+
+    /// Nodes below the root.
+    pub fn node_count(&self) -> usize {
+        self.tree.node_count()
+    }
+
+    pub fn name_id(&mut self, name: &str) -> u32 {
+        self.names.id(name)
+    }
+
+    /// Adds `value` along a path of name ids, root first.
+    pub fn add_path(&mut self, path: &[u32], value: i64) {
+        self.tree.add_path(path, value);
+    }
+
+    /// Adds stacks of `symbols` with their (summed) values. Each location contributes its
+    /// lines outermost first, so inlined functions show as their own frames, as in pprof.
+    pub fn add_stacks(&mut self, symbols: &Symbols, stacks: impl IntoIterator<Item = (u32, i64)>) {
+        // Name ids of each location's frames, root-most first, resolved once per location.
+        let mut frames: Vec<Option<Box<[u32]>>> = vec![None; symbols.locations.len()];
+        let mut path = Vec::new();
+        let mut scratch = Vec::new();
+        for (stack, value) in stacks {
+            path.clear();
+            for &location in symbols.stack(stack).iter().rev() {
+                let names = frames[location as usize].get_or_insert_with(|| {
+                    scratch.clear();
+                    self.names.frames(symbols, location, &mut scratch);
+                    scratch.as_slice().into()
+                });
+                path.extend_from_slice(names);
+            }
+            self.tree.add_path(&path, value);
+        }
+    }
+
+    /// Adds every node of `other` to this tree.
+    pub fn merge(&mut self, other: &FlameTree) {
+        let names: Vec<u32> = other.names.names.iter().map(|n| self.names.id(n)).collect();
+        self.tree.merge(&other.tree, &names);
+    }
+
+    /// Renders the tree, gathering the children whose totals fall below the `max_nodes`
+    /// threshold of each node into one `other` node (`max_nodes` 0 keeps every node).
+    pub fn render(&self, max_nodes: usize) -> FlameGraph {
+        self.tree.render(&self.names, max_nodes)
+    }
+}
+
+impl CallTree {
     pub fn total(&self) -> i64 {
         self.nodes[0].total
     }
@@ -77,34 +182,12 @@ impl FlameTree {
         self.nodes.len() - 1
     }
 
-    pub fn name_id(&mut self, name: &str) -> u32 {
-        let hash = self.hasher.hash_one(name);
-        let FlameTree {
-            names,
-            name_ids,
-            hasher,
-            ..
-        } = self;
-        *name_ids
-            .entry(
-                hash,
-                |&id| &*names[id as usize] == name,
-                |&id| hasher.hash_one(&*names[id as usize]),
-            )
-            .or_insert_with(|| {
-                names.push(name.into());
-                names.len() as u32 - 1
-            })
-            .get()
-    }
-
     fn child(&mut self, parent: u32, name: u32) -> u32 {
         let hash = self.hasher.hash_one((parent, name));
-        let FlameTree {
+        let CallTree {
             nodes,
             children,
             hasher,
-            ..
         } = self;
         *children
             .entry(
@@ -146,35 +229,8 @@ impl FlameTree {
         n.self_value = n.self_value.saturating_add(value);
     }
 
-    /// Adds stacks of `symbols` with their (summed) values. Each location contributes its
-    /// lines outermost first, so inlined functions show as their own frames, as in pprof.
-    pub fn add_stacks(&mut self, symbols: &Symbols, stacks: impl IntoIterator<Item = (u32, i64)>) {
-        // Name ids of each location's frames, root-most first, resolved once per location.
-        let mut frames: Vec<Option<Box<[u32]>>> = vec![None; symbols.locations.len()];
-        let mut path = Vec::new();
-        for (stack, value) in stacks {
-            path.clear();
-            for &location in symbols.stack(stack).iter().rev() {
-                let names = frames[location as usize].get_or_insert_with(|| {
-                    let mut ids: Vec<u32> = symbols
-                        .frame_names(location)
-                        .map(|name| match name {
-                            FrameName::Function(name) => self.name_id(name),
-                            address => self.name_id(&address.to_string()),
-                        })
-                        .collect();
-                    ids.reverse();
-                    ids.into_boxed_slice()
-                });
-                path.extend_from_slice(names);
-            }
-            self.add_path(&path, value);
-        }
-    }
-
-    /// Adds every node of `other` to this tree.
-    pub fn merge(&mut self, other: &FlameTree) {
-        let names: Vec<u32> = other.names.iter().map(|n| self.name_id(n)).collect();
+    /// Adds every node of `other`, whose name ids map to this tree's through `names`.
+    pub fn merge(&mut self, other: &CallTree, names: &[u32]) {
         self.nodes[0].total = self.nodes[0].total.saturating_add(other.nodes[0].total);
         self.nodes[0].self_value = self.nodes[0].self_value.saturating_add(other.nodes[0].self_value);
         // Nodes are created parent first, so a node's parent is always mapped before it.
@@ -200,9 +256,11 @@ impl FlameTree {
         *nth
     }
 
-    /// Renders the tree, gathering the children whose totals fall below the `max_nodes`
-    /// threshold of each node into one `other` node (`max_nodes` 0 keeps every node).
-    pub fn render(&self, max_nodes: usize) -> FlameGraph {
+    /// Renders the tree with names from `names`, gathering the children whose totals fall
+    /// below the `max_nodes` threshold of each node into one `other` node (`max_nodes` 0 keeps
+    /// every node).
+    pub fn render(&self, names: &NameTable, max_nodes: usize) -> FlameGraph {
+        let names = &names.names;
         let min_value = self.min_value(max_nodes);
         // Children of each node, sorted by name, laid out flat (offsets per node).
         let mut offsets = vec![0u32; self.nodes.len() + 1];
@@ -222,7 +280,7 @@ impl FlameTree {
         for i in 0..self.nodes.len() {
             let children = &mut kids[offsets[i] as usize..offsets[i + 1] as usize];
             children.sort_unstable_by(|&a, &b| {
-                self.names[self.nodes[a as usize].name as usize].cmp(&self.names[self.nodes[b as usize].name as usize])
+                names[self.nodes[a as usize].name as usize].cmp(&names[self.nodes[b as usize].name as usize])
             });
         }
 
@@ -242,11 +300,7 @@ impl FlameTree {
                 Item::Node(id) => id,
             };
             let n = &self.nodes[node as usize];
-            let name = if node == 0 {
-                ROOT_NAME
-            } else {
-                &self.names[n.name as usize]
-            };
+            let name = if node == 0 { ROOT_NAME } else { &names[n.name as usize] };
             out.push(depth, x, n.total, n.self_value, name);
             // Pyroscope draws a node's self part first, then its children left to right.
             let mut child_x = x + n.self_value;
@@ -254,7 +308,7 @@ impl FlameTree {
             let mut other = 0i64;
             for &child in &kids[offsets[node as usize] as usize..offsets[node as usize + 1] as usize] {
                 let c = &self.nodes[child as usize];
-                if c.total >= min_value && &*self.names[c.name as usize] != OTHER {
+                if c.total >= min_value && &*names[c.name as usize] != OTHER {
                     drawn.push((Item::Node(child), depth + 1, child_x));
                     child_x += c.total;
                 } else {
