@@ -421,10 +421,11 @@ impl QueryEngine {
                 plan.blocks_total += 1;
                 plan.datasets_total += datasets;
             }
+            // Progress while planning is coalesced like snapshots; only the complete plan waits.
             if let Some(s) = &sink
                 && last_plan.elapsed() >= s.interval
+                && s.tx.try_send(Ok(Event::Plan(plan))).is_ok()
             {
-                self.send(&sink, Event::Plan(plan)).await?;
                 last_plan = Instant::now();
             }
         }

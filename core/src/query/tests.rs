@@ -632,9 +632,8 @@ fn block_reads(telemetry: &Telemetry) -> u64 {
     line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_a_stream_stops_its_reads() {
-    const COUNT: usize = 300;
+/// `count` one-dataset blocks of tenant `many`, each holding the tiny Go CPU fixture.
+async fn many_blocks(count: usize) -> Arc<dyn ObjectStore> {
     let path = fixtures()
         .into_iter()
         .find(|p| p.file_name().unwrap() == "pyroscope-go-cpu-tiny.pb.gz")
@@ -642,7 +641,7 @@ async fn dropping_a_stream_stops_its_reads() {
     let series: Labels = [(SERVICE_NAME, "tiny")].into_iter().collect();
     let profiles = convert(&path, &series, BASE_NS);
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    for i in 0..COUNT {
+    for i in 0..count {
         let mut builder = BlockBuilder::new("many", 0);
         for p in &profiles {
             let mut p = p.clone();
@@ -653,6 +652,44 @@ async fn dropping_a_stream_stops_its_reads() {
         let bytes = builder.finish(id).unwrap().bytes;
         store.put(&block_path("many", id), bytes.into()).await.unwrap();
     }
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_gets_fewer_snapshots_not_a_queue() {
+    const COUNT: usize = 100;
+    let (engine, _) = engine(many_blocks(COUNT).await, EngineLimits::default());
+    let (expected, _) = flame_graph(&engine, query("many", &[], ALL)).await;
+    // Snapshots are due after every dataset (interval 0), but the client takes 50 ms over
+    // each event: the engine must skip snapshots rather than queue one per dataset.
+    let mut rx = engine.stream(query("many", &[], ALL), FlameGraphMerge::new(0), Duration::ZERO);
+    let (mut snapshots, mut last_done) = (0, 0);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match rx.recv().await.expect("the stream ended without a result").unwrap() {
+            Event::Plan(_) => {}
+            Event::Snapshot(progress, _) => {
+                snapshots += 1;
+                assert!(progress.datasets_done > last_done);
+                last_done = progress.datasets_done;
+            }
+            Event::Result(fg, diagnostics) => {
+                assert_eq!(fg, expected);
+                assert_eq!(diagnostics.datasets_read, COUNT as u64);
+                break;
+            }
+        }
+    }
+    assert!(
+        snapshots < COUNT / 2,
+        "{snapshots} snapshots for {COUNT} datasets: snapshots were queued, not coalesced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_stops_its_reads() {
+    const COUNT: usize = 300;
+    let store = many_blocks(COUNT).await;
     let limits = EngineLimits {
         max_concurrent_reads: 1,
         ..EngineLimits::default()
