@@ -25,9 +25,15 @@ pub struct Registry {
 /// The one list of every component flamepipe ships: add a component with one line here.
 pub fn registry() -> Registry {
     Registry {
-        receivers: vec![("pyroscope", receiver::<flamepipe_receiver_pyroscope::Config>)],
+        receivers: vec![
+            ("pyroscope", receiver::<flamepipe_receiver_pyroscope::Config>),
+            ("otlp", receiver::<flamepipe_receiver_otlp::Config>),
+        ],
         processors: vec![("segment", processor::<flamepipe_processor_segment::Config>)],
-        exporters: vec![("blocks", exporter::<flamepipe_exporter_blocks::Config>)],
+        exporters: vec![
+            ("blocks", exporter::<flamepipe_exporter_blocks::Config>),
+            ("otlp", exporter::<flamepipe_exporter_otlp::Config>),
+        ],
     }
 }
 

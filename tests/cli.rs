@@ -87,7 +87,7 @@ fn bad_references_are_all_reported() {
     assert_invalid(
         "bad-references.yaml",
         &[
-            "receivers.kafka: unknown receiver type \"kafka\" (known: pyroscope)",
+            "receivers.kafka: unknown receiver type \"kafka\" (known: pyroscope, otlp)",
             "compactor: unknown section, expected one of receivers, processors, exporters, service, query",
             "service.pipelines.profiles/default.processors[0]: unknown processor \"segment\" (defined: none)",
             "service.pipelines.profiles/default.exporters[1]: unknown exporter \"s3/cold\" (defined: blocks, blocks/spare)",

@@ -231,6 +231,63 @@ impl Output {
     }
 }
 
+/// When a receiver answers a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// After every exporter durably wrote the data (Pyroscope v2 does the same): acknowledged
+    /// data is never lost, at the cost of the segment interval in latency.
+    #[default]
+    Durable,
+    /// As soon as the batch was handed to the pipelines: lower latency, but data still in
+    /// memory is lost if the process dies.
+    Received,
+}
+
+/// Why [`deliver`] could not hand a request's data on, or saw it fail.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeliverError {
+    #[error("{0}")]
+    PipelineFull(String),
+    #[error("{0}")]
+    ShuttingDown(String),
+    #[error("the write was not confirmed in time")]
+    Timeout,
+    #[error("the write failed: {0}")]
+    WriteFailed(String),
+}
+
+/// Hands one request's profiles on as one batch and waits for the acknowledgement `ack` asks
+/// for (at most `timeout`): the step every receiver ends a request with.
+pub async fn deliver(
+    output: &PipelineSender,
+    tenant: Arc<str>,
+    profiles: Vec<Profile>,
+    ack: AckMode,
+    timeout: std::time::Duration,
+) -> Result<(), DeliverError> {
+    let (share, waiter) = Ack::new();
+    let batch = Batch {
+        tenant,
+        profiles,
+        acks: vec![share],
+    };
+    output.try_send(batch).map_err(|e| match e {
+        SendError::Full(_) => DeliverError::PipelineFull(e.to_string()),
+        SendError::Closed(_) => DeliverError::ShuttingDown(e.to_string()),
+    })?;
+    if ack == AckMode::Durable {
+        match tokio::time::timeout(timeout, waiter).await {
+            Err(_) => return Err(DeliverError::Timeout),
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(message))) => return Err(DeliverError::WriteFailed(message)),
+            // The last share always reports on drop, so this means a bug upstream.
+            Ok(Err(_)) => return Err(DeliverError::WriteFailed("acknowledgement lost".to_string())),
+        }
+    }
+    Ok(())
+}
+
 /// An HTTP route set a component serves; components on one address share one server.
 pub struct HttpMount {
     pub address: SocketAddr,

@@ -53,6 +53,11 @@ impl fmt::Display for ProfileType {
     }
 }
 
+/// The OTLP profile attribute that carries a profile type's name part (`memory`, `mutex`,
+/// `block`...) between flamepipes: the `otlp` exporter writes it and the `otlp` receiver
+/// reads it, since the name cannot always be derived from the sample type alone.
+pub const OTLP_PROFILE_NAME_ATTRIBUTE: &str = "flamepipe.profile.name";
+
 /// Sample type display names Pyroscope assumes when a sender gives no `sample_type_config`.
 pub const DEFAULT_DISPLAY_NAMES: &[(&str, &str)] = &[
     ("samples", "cpu"),

@@ -14,24 +14,12 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+pub use flamepipe_core::component::AckMode;
 use flamepipe_core::component::{BuildContext, BuildError, HttpMount, PipelineSender, ReceiverConfig, ReceiverParts};
 use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
 use serde::{Deserialize, Serialize};
 
 use crate::receiver;
-
-/// When a request is answered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AckMode {
-    /// After every exporter durably wrote the data (Pyroscope v2 does the same): acknowledged
-    /// data is never lost, at the cost of the segment interval in latency.
-    #[default]
-    Durable,
-    /// As soon as the batch was handed to the pipelines: lower latency, but data still in
-    /// memory is lost if the process dies.
-    Received,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use flamepipe_core::Profile;
-use flamepipe_core::component::{Ack, Batch, BuildContext, PipelineSender, SendError};
+use flamepipe_core::component::{BuildContext, DeliverError, PipelineSender, deliver};
 use flamepipe_core::pprof::Limits;
 use flamepipe_core::telemetry::Telemetry;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -186,25 +186,14 @@ impl Shared {
     /// config asks for.
     async fn deliver(&self, tenant: Arc<str>, profiles: Vec<Profile>, body_len: usize) -> Result<()> {
         let count = profiles.len() as u64;
-        let (ack, waiter) = Ack::new();
-        let batch = Batch {
-            tenant,
-            profiles,
-            acks: vec![ack],
-        };
-        self.output.try_send(batch).map_err(|e| match e {
-            SendError::Full(_) => Error::PipelineFull(e.to_string()),
-            SendError::Closed(_) => Error::ShuttingDown(e.to_string()),
-        })?;
-        if self.ack == AckMode::Durable {
-            match tokio::time::timeout(self.ack_timeout, waiter).await {
-                Err(_) => return Err(Error::Timeout),
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(message))) => return Err(Error::WriteFailed(message)),
-                // The last share always reports on drop, so this means a bug upstream.
-                Ok(Err(_)) => return Err(Error::WriteFailed("acknowledgement lost".to_string())),
-            }
-        }
+        deliver(&self.output, tenant, profiles, self.ack, self.ack_timeout)
+            .await
+            .map_err(|e| match e {
+                DeliverError::PipelineFull(m) => Error::PipelineFull(m),
+                DeliverError::ShuttingDown(m) => Error::ShuttingDown(m),
+                DeliverError::Timeout => Error::Timeout,
+                DeliverError::WriteFailed(m) => Error::WriteFailed(m),
+            })?;
         self.telemetry.accepted(&self.id, count, body_len as u64);
         Ok(())
     }

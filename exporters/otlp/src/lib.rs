@@ -1,0 +1,18 @@
+//! The `otlp` exporter: forwards profiles as OTLP (`ProfilesService/Export` over gRPC) to an
+//! OpenTelemetry Collector, another flamepipe, or any OTLP profiles endpoint.
+//!
+//! It sits at the end of a pipeline. Each batch becomes one request ([`encode`]); retryable
+//! failures are retried with backoff, and a batch's senders are answered only once the
+//! receiving end accepted it, so an agent -> central chain keeps the durable-ack promise.
+//!
+//! # Layout
+//!
+//! - [`config`]: the YAML config (the Collector's `otlp` exporter shape).
+//! - [`encode`]: the core model -> `ExportProfilesServiceRequest`.
+//! - `forward`: the exporter task: send, retry, acknowledge.
+
+pub mod config;
+pub mod encode;
+mod forward;
+
+pub use config::Config;

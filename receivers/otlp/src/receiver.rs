@@ -1,0 +1,343 @@
+//! The two transports: gRPC `ProfilesService/Export` (tonic's server machinery over our HTTP
+//! servers, which speak HTTP/2 as well) and OTLP/HTTP `POST /v1development/profiles`.
+//!
+//! Both hand the raw request bytes to [`Shared::export`]: check the proto version (an older
+//! `v1development` layout would be misread, see [`crate::version`]), decode, convert, deliver
+//! and wait for the acknowledgement. Profiles that point outside the dictionary are rejected
+//! alone and reported in `partial_success`; everything else about a request is all-or-nothing.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::{Buf, Bytes};
+use flamepipe_core::component::{AckMode, BuildContext, DeliverError, PipelineSender, deliver};
+use flamepipe_core::telemetry::Telemetry;
+use flamepipe_core::time::now_ns;
+use http_body_util::{BodyExt, Limited};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder};
+use tonic::{Code, Status};
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::convert::{self, Limits};
+use crate::version;
+
+/// The gRPC method path.
+pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
+/// The OTLP/HTTP path for profiles.
+pub const HTTP_PATH: &str = "/v1development/profiles";
+/// Rejected-profile messages quoted in a partial success.
+const MAX_QUOTED_ERRORS: usize = 5;
+
+/// Why a request failed, with its gRPC code and HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("too many requests in flight; retry later")]
+    Busy,
+    #[error("{0}")]
+    Deliver(#[from] DeliverError),
+}
+
+impl Error {
+    fn code(&self) -> Code {
+        match self {
+            Error::Invalid(_) => Code::InvalidArgument,
+            Error::TooLarge(_) | Error::Busy | Error::Deliver(DeliverError::PipelineFull(_)) => Code::ResourceExhausted,
+            Error::Unsupported(_) => Code::Unimplemented,
+            Error::Deliver(DeliverError::ShuttingDown(_) | DeliverError::Timeout | DeliverError::WriteFailed(_)) => {
+                Code::Unavailable
+            }
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Busy | Error::Deliver(DeliverError::PipelineFull(_)) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Deliver(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The metrics reason.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "bad_request",
+            Error::TooLarge(_) => "too_large",
+            Error::Unsupported(_) => "unsupported",
+            Error::Busy => "too_many_requests",
+            Error::Deliver(DeliverError::PipelineFull(_)) => "pipeline_full",
+            Error::Deliver(DeliverError::ShuttingDown(_)) => "shutting_down",
+            Error::Deliver(DeliverError::Timeout) => "ack_timeout",
+            Error::Deliver(DeliverError::WriteFailed(_)) => "write_failed",
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    id: Arc<str>,
+    telemetry: Arc<Telemetry>,
+    output: PipelineSender,
+    limits: Limits,
+    max_request_bytes: usize,
+    max_decompressed_bytes: usize,
+    ack: AckMode,
+    ack_timeout: std::time::Duration,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// The gRPC router and the OTLP/HTTP router.
+pub fn routers(config: &Config, ctx: &BuildContext, output: PipelineSender) -> (Router, Router) {
+    let shared = Arc::new(Shared {
+        id: Arc::clone(&ctx.id),
+        telemetry: Arc::clone(&ctx.telemetry),
+        output,
+        limits: Limits {
+            max_samples: config.max_samples,
+            max_stack_depth: config.max_stack_depth,
+        },
+        max_request_bytes: config.max_request_bytes.as_usize(),
+        max_decompressed_bytes: config.max_decompressed_bytes.as_usize(),
+        ack: config.ack,
+        ack_timeout: config.ack_timeout.0,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+    });
+    let grpc_shared = Arc::clone(&shared);
+    let grpc = Router::new().route_service(
+        GRPC_PATH,
+        tower::service_fn(move |request: Request<Body>| {
+            let shared = Arc::clone(&grpc_shared);
+            async move { Ok::<_, Infallible>(grpc_export(shared, request).await) }
+        }),
+    );
+    let http = Router::new().route(HTTP_PATH, post(http_export)).with_state(shared);
+    (grpc, http)
+}
+
+impl Shared {
+    /// Decodes, converts and delivers one request (already inflated).
+    async fn export(self: Arc<Self>, tenant: Arc<str>, body: Bytes) -> Result<ExportProfilesServiceResponse, Error> {
+        let _permit = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy)?;
+        let body_len = body.len();
+        let limits = self.limits;
+        // Decoding runs off the async runtime; the task completes even if the client leaves.
+        let shared = Arc::clone(&self);
+        tokio::spawn(async move {
+            let converted = tokio::task::spawn_blocking(move || {
+                version::check(&body).map_err(|e| Error::Invalid(e.to_string()))?;
+                let request = ExportProfilesServiceRequest::decode(body)
+                    .map_err(|e| Error::Invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?;
+                convert::convert(&request, &limits, now_ns()).map_err(|e| Error::Invalid(e.to_string()))
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("decoding failed: {e}")))??;
+            let count = converted.profiles.len() as u64;
+            if !converted.profiles.is_empty() {
+                deliver(
+                    &shared.output,
+                    tenant,
+                    converted.profiles,
+                    shared.ack,
+                    shared.ack_timeout,
+                )
+                .await?;
+            }
+            shared.telemetry.accepted(&shared.id, count, body_len as u64);
+            let partial_success = (converted.rejected > 0).then(|| {
+                let mut message = converted
+                    .errors
+                    .iter()
+                    .take(MAX_QUOTED_ERRORS)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if converted.errors.len() > MAX_QUOTED_ERRORS {
+                    message.push_str(&format!("; and {} more", converted.errors.len() - MAX_QUOTED_ERRORS));
+                }
+                warn!(component = %shared.id, rejected = converted.rejected, %message, "profiles rejected");
+                ExportProfilesPartialSuccess {
+                    rejected_profiles: converted.rejected as i64,
+                    error_message: message,
+                }
+            });
+            Ok(ExportProfilesServiceResponse { partial_success })
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("request task failed: {e}")))?
+    }
+
+    fn refused(&self, error: &Error, transport: &'static str) {
+        self.telemetry.refused(&self.id, error.reason());
+        if matches!(error, Error::Deliver(_)) {
+            warn!(component = %self.id, transport, reason = error.reason(), %error, "request refused");
+        } else {
+            debug!(component = %self.id, transport, reason = error.reason(), %error, "request refused");
+        }
+    }
+}
+
+fn tenant(headers: &HeaderMap) -> Result<Arc<str>, Error> {
+    flamepipe_core::tenant::tenant(headers)
+        .map_err(|m| Error::Invalid(format!("invalid tenant id in X-Scope-OrgID: {m}")))
+}
+
+// ---- gRPC ----
+
+async fn grpc_export(shared: Arc<Shared>, request: Request<Body>) -> Response {
+    let mut accept = EnabledCompressionEncodings::default();
+    accept.enable(CompressionEncoding::Gzip);
+    let mut grpc = tonic::server::Grpc::new(RawRequestCodec)
+        .apply_compression_config(accept, EnabledCompressionEncodings::default())
+        .apply_max_message_size_config(Some(shared.max_decompressed_bytes), None);
+    grpc.unary(ExportService(shared), request).await.map(Body::new)
+}
+
+struct ExportService(Arc<Shared>);
+
+impl tonic::server::UnaryService<Bytes> for ExportService {
+    type Response = ExportProfilesServiceResponse;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<tonic::Response<Self::Response>, Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let shared = Arc::clone(&self.0);
+        Box::pin(async move {
+            let result = async {
+                let tenant = tenant(&request.metadata().clone().into_headers())?;
+                Arc::clone(&shared).export(tenant, request.into_inner()).await
+            }
+            .await;
+            result.map(tonic::Response::new).map_err(|e| {
+                shared.refused(&e, "grpc");
+                Status::new(e.code(), e.to_string())
+            })
+        })
+    }
+}
+
+/// Hands the request message over as bytes (the version check needs them) and encodes the
+/// response with prost.
+struct RawRequestCodec;
+
+impl Codec for RawRequestCodec {
+    type Encode = ExportProfilesServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> ResponseEncoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> BytesDecoder {
+        BytesDecoder
+    }
+}
+
+struct ResponseEncoder;
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportProfilesServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst).map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+struct BytesDecoder;
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+// ---- OTLP/HTTP ----
+
+/// OTLP/HTTP: protobuf bodies (optionally gzipped); the answer is an
+/// `ExportProfilesServiceResponse`, or on failure a `google.rpc.Status`, both protobuf.
+async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or("")
+            .trim();
+        match content_type {
+            "application/x-protobuf" | "application/protobuf" => {}
+            "application/json" => {
+                return Err(Error::Unsupported(
+                    "OTLP/JSON profiles are not accepted yet: send application/x-protobuf".into(),
+                ));
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "unsupported content type {other:?}: send application/x-protobuf"
+                )));
+            }
+        }
+        let tenant = tenant(&headers)?;
+        let raw = Limited::new(body, shared.max_request_bytes)
+            .collect()
+            .await
+            .map_err(|_| Error::TooLarge(shared.max_request_bytes))?
+            .to_bytes();
+        let body = match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+            None | Some("identity") => raw,
+            Some("gzip") => flamepipe_core::body::maybe_gunzip(&raw, shared.max_decompressed_bytes)
+                .map(|b| Bytes::from(b.into_owned()))
+                .map_err(|e| match e {
+                    flamepipe_core::body::BodyError::TooLarge { .. } => Error::TooLarge(shared.max_decompressed_bytes),
+                    e => Error::Invalid(format!("cannot gunzip the body: {e}")),
+                })?,
+            Some(other) => return Err(Error::Unsupported(format!("unsupported content encoding {other:?}"))),
+        };
+        Arc::clone(&shared).export(tenant, body).await
+    }
+    .await;
+    let protobuf = HeaderValue::from_static("application/x-protobuf");
+    match result {
+        Ok(response) => ([(CONTENT_TYPE, protobuf)], response.encode_to_vec()).into_response(),
+        Err(e) => {
+            shared.refused(&e, "http");
+            let status = RpcStatus {
+                code: e.code() as i32,
+                message: e.to_string(),
+            };
+            (e.status(), [(CONTENT_TYPE, protobuf)], status.encode_to_vec()).into_response()
+        }
+    }
+}
+
+/// `google.rpc.Status`, the error body of OTLP/HTTP (details are not sent).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
