@@ -3,6 +3,9 @@
 #   - go (Debian golang-go) for `go tool pprof`
 #   - integration/.venv         with pyroscope-io 1.x  (requirements.txt)
 #   - integration/.venv-legacy  with pyroscope-io 0.8.x (requirements-legacy.txt)
+#   - integration/.venv-otel    with the OpenTelemetry Python profiling SDK (requirements-otel.txt)
+#   - integration/.venv-otlp    with opentelemetry-proto 1.45.x, the reference OTLP decoder
+#                               (requirements-otlp.txt)
 #   - integration/node_modules  with @pyroscope/nodejs (package.json + lock)
 # Idempotent: a stamp keyed on the requirement files makes re-runs instant.
 # Usage: bash integration/setup.sh [--force]
@@ -44,7 +47,8 @@ apt_install() {
 
 stamp_key() {
   {
-    sha256sum requirements.txt requirements-legacy.txt package.json package-lock.json setup.sh
+    sha256sum requirements.txt requirements-legacy.txt requirements-otel.txt requirements-otlp.txt \
+      package.json package-lock.json setup.sh
     "$PYTHON" -c 'import sys; print(sys.version)'
     node --version
   } | sha256sum | cut -d' ' -f1
@@ -53,6 +57,7 @@ stamp_key() {
 everything_present() {
   command -v go >/dev/null 2>&1 &&
     [ -x .venv/bin/python ] && [ -x .venv-legacy/bin/python ] &&
+    [ -x .venv-otel/bin/python ] && [ -x .venv-otlp/bin/python ] &&
     [ -f node_modules/@pyroscope/nodejs/package.json ] &&
     [ -f node_modules/pyroscope-nodejs-multipart/package.json ]
 }
@@ -100,6 +105,8 @@ make_venv() { # make_venv DIR REQFILE
 }
 make_venv .venv requirements.txt
 make_venv .venv-legacy requirements-legacy.txt
+make_venv .venv-otel requirements-otel.txt
+make_venv .venv-otlp requirements-otlp.txt
 
 # 3. npm packages.
 if [ -f package-lock.json ]; then
@@ -115,6 +122,17 @@ V1="$(.venv/bin/python -c 'import pyroscope; from importlib.metadata import vers
   die "pyroscope-io does not import in .venv"
 V08="$(.venv-legacy/bin/python -c 'import pyroscope; from importlib.metadata import version; print(version("pyroscope-io"))')" ||
   die "pyroscope-io does not import in .venv-legacy"
+OTEL="$(.venv-otel/bin/python -c '
+from importlib.metadata import version
+from opentelemetry.sdk.extension.profiling import Profiler
+from opentelemetry.sdk.extension.profiling.export.grpc import OTLPProfileExporter
+from opentelemetry.sdk.extension.profiling.export.http import OTLPHTTPProfileExporter
+print(version("opentelemetry-sdk-extension-profiling"))')" ||
+  die "opentelemetry-sdk-extension-profiling does not import in .venv-otel"
+OTLP="$(.venv-otlp/bin/python -c '
+from importlib.metadata import version
+from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import ExportProfilesServiceRequest
+print(version("opentelemetry-proto"))')" || die "opentelemetry-proto does not import in .venv-otlp"
 case "$V1" in 1.*) ;; *) die "expected pyroscope-io 1.x in .venv, got $V1" ;; esac
 case "$V08" in 0.8.*) ;; *) die "expected pyroscope-io 0.8.x in .venv-legacy, got $V08" ;; esac
 NV="$(node -e '
@@ -125,6 +143,7 @@ NV="$(node -e '
 ')" || die "@pyroscope/nodejs does not load"
 go tool pprof -h >/dev/null 2>&1 || die "go tool pprof does not run"
 
-log "pyroscope-io $V1 (.venv), $V08 (.venv-legacy); @pyroscope/nodejs $NV; $(go version | cut -d' ' -f3)"
+log "pyroscope-io $V1 (.venv), $V08 (.venv-legacy); opentelemetry-sdk-extension-profiling $OTEL (.venv-otel);"
+log "opentelemetry-proto $OTLP (.venv-otlp); @pyroscope/nodejs $NV; $(go version | cut -d' ' -f3)"
 echo "$KEY" > "$STAMP"
 log "done"

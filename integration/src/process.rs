@@ -23,7 +23,18 @@ pub struct Options {
     /// (one server answers both, at [`Flamepipe::url`]) reading the blocks exporter's store;
     /// `extra` holds further keys of the section, indented by the caller with 2 spaces.
     pub query: Option<String>,
+    /// Add an `otlp` receiver to the pipeline: `Some(extra)` holds further keys of its section
+    /// (indented by the caller with 4 spaces). Its gRPC and HTTP endpoints get listeners of
+    /// their own, as on the default ports 4317 and 4318: gRPC on [`OTLP_GRPC_IP`], HTTP on
+    /// [`OTLP_HTTP_IP`] (port 0 each), found again by address in the `listening` logs, at
+    /// [`Flamepipe::otlp_grpc_url`] and [`Flamepipe::otlp_http_url`].
+    pub otlp: Option<String>,
 }
+
+/// The loopback address of the `otlp` receiver's gRPC listener (see [`Options::otlp`]).
+pub const OTLP_GRPC_IP: &str = "127.0.0.2";
+/// The loopback address of the `otlp` receiver's OTLP/HTTP listener.
+pub const OTLP_HTTP_IP: &str = "127.0.0.3";
 
 impl Default for Options {
     fn default() -> Self {
@@ -33,6 +44,7 @@ impl Default for Options {
             receiver_extra: String::new(),
             queue_size: None,
             query: None,
+            otlp: None,
         }
     }
 }
@@ -43,6 +55,11 @@ pub struct Flamepipe {
     /// The pyroscope receiver (http://...), and the query API when configured.
     pub url: String,
     pub metrics_url: String,
+    /// The `otlp` receiver's gRPC endpoint (http://...), when [`Options::otlp`] is set.
+    pub otlp_grpc_url: String,
+    /// The `otlp` receiver's OTLP/HTTP server (http://..., without the path), when
+    /// [`Options::otlp`] is set.
+    pub otlp_http_url: String,
     child: Child,
     binary: PathBuf,
     config: PathBuf,
@@ -65,11 +82,24 @@ impl Flamepipe {
                 )
             })
             .unwrap_or_default();
+        let (otlp, otlp_id) = opts
+            .otlp
+            .as_ref()
+            .map(|extra| {
+                (
+                    format!(
+                        "  otlp:\n    protocols:\n      grpc: {{ endpoint: '{OTLP_GRPC_IP}:0' }}\n      \
+                         http: {{ endpoint: '{OTLP_HTTP_IP}:0' }}\n{extra}"
+                    ),
+                    ", otlp",
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}\
+            "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}{otlp}\
              processors:\n  segment:\n    flush_interval: {flush}\n\
              exporters:\n  blocks:\n    store: file://{data}\n\
-             {query}service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope]\n      processors: [segment]\n      exporters: [blocks]\n\
+             {query}service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [segment]\n      exporters: [blocks]\n\
              \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
             ack = opts.ack,
             extra = opts.receiver_extra,
@@ -83,7 +113,17 @@ impl Flamepipe {
         let data = dir.path().join("data");
         let config = dir.path().join("pipeline.yaml");
         std::fs::write(&config, Self::config_yaml(opts, &data)).expect("write config");
-        Self::start_with(PathBuf::from(binary), dir, data, config)
+        Self::start_with(PathBuf::from(binary), dir, data, config, opts.otlp.is_some())
+    }
+
+    /// Starts from a pipeline.yaml of the test's own, made from the data directory's path. It
+    /// must serve one component on 127.0.0.1 (found as [`Flamepipe::url`]) and log JSON.
+    pub fn start_yaml(binary: &str, yaml: impl FnOnce(&Path) -> String) -> Flamepipe {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("pipeline.yaml");
+        std::fs::write(&config, yaml(&data)).expect("write config");
+        Self::start_with(PathBuf::from(binary), dir, data, config, false)
     }
 
     /// Starts again on the same config and data (after a crash or a clean stop).
@@ -92,10 +132,11 @@ impl Flamepipe {
         let _ = this.child.kill();
         let _ = this.child.wait();
         let dir = this.dir.take().expect("a running instance has its directory");
-        Self::start_with(this.binary.clone(), dir, this.data.clone(), this.config.clone())
+        let otlp = !this.otlp_grpc_url.is_empty();
+        Self::start_with(this.binary.clone(), dir, this.data.clone(), this.config.clone(), otlp)
     }
 
-    fn start_with(binary: PathBuf, dir: TempDir, data: PathBuf, config: PathBuf) -> Flamepipe {
+    fn start_with(binary: PathBuf, dir: TempDir, data: PathBuf, config: PathBuf, otlp: bool) -> Flamepipe {
         let mut child = Command::new(&binary)
             .args(["run", "--config"])
             .arg(&config)
@@ -128,7 +169,13 @@ impl Flamepipe {
             });
         }
         let (mut url, mut metrics_url) = (None, None);
-        while url.is_none() || metrics_url.is_none() {
+        // Without an otlp receiver its addresses count as found.
+        let (mut otlp_grpc_url, mut otlp_http_url) = if otlp {
+            (None, None)
+        } else {
+            (Some(String::new()), Some(String::new()))
+        };
+        while url.is_none() || metrics_url.is_none() || otlp_grpc_url.is_none() || otlp_http_url.is_none() {
             let line = logs
                 .recv_timeout(Duration::from_secs(30))
                 .expect("flamepipe did not report its addresses in 30s");
@@ -141,18 +188,24 @@ impl Flamepipe {
             }
             let address = fields["address"].as_str().expect("address field").to_string();
             let serves = fields["serves"].as_str().unwrap_or_default();
+            let ip = address.rsplit_once(':').map_or("", |(ip, _)| ip);
             if serves.contains("telemetry") {
                 metrics_url = Some(format!("http://{address}"));
+            } else if otlp && ip == OTLP_GRPC_IP {
+                otlp_grpc_url = Some(format!("http://{address}"));
+            } else if otlp && ip == OTLP_HTTP_IP {
+                otlp_http_url = Some(format!("http://{address}"));
             } else {
                 url = Some(format!("http://{address}"));
             }
         }
-        let (url, metrics_url) = (url.unwrap_or_default(), metrics_url.unwrap_or_default());
         Flamepipe {
             dir: Some(dir),
             data,
-            url,
-            metrics_url,
+            url: url.unwrap_or_default(),
+            metrics_url: metrics_url.unwrap_or_default(),
+            otlp_grpc_url: otlp_grpc_url.unwrap_or_default(),
+            otlp_http_url: otlp_http_url.unwrap_or_default(),
             child,
             binary,
             config,
@@ -175,6 +228,20 @@ impl Flamepipe {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The process's resident set now and at its peak (`VmRSS`, `VmHWM`), in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+                .unwrap_or_else(|| panic!("no {name} in /proc/PID/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -258,6 +325,30 @@ pub fn post_with(
     let mut resp = req.send(body).expect("POST");
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// POSTs `body` and returns (status, content type, response body as bytes): for binary
+/// answers such as OTLP/HTTP's protobuf ones.
+pub fn post_binary(url: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut req = http().post(url).header("Content-Type", content_type);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).expect("POST");
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap_or_default();
+    (status, content_type, body)
 }
 
 /// POSTs with curl, which reads an early answer (a 413 sent before the body was read) where

@@ -365,26 +365,35 @@ impl Context<'_> {
 
 /// The Pyroscope profile type of an OTLP profile, and the factor its values are scaled by.
 ///
-/// A CPU profile sent as sample counts with a `cpu`/`nanoseconds` period (the OTel eBPF
-/// profiler, the Python SDK) becomes `process_cpu:cpu:nanoseconds:cpu:nanoseconds` with each
-/// count multiplied by the period, as Pyroscope stores it. `off_cpu` stays apart from CPU time.
-/// Other types are named by Pyroscope's pprof rules. `counts_as_cpu` false turns the CPU
-/// conversion off (the sender also sent CPU time, or named the type itself).
+/// Sample counts with a `cpu`/`nanoseconds` period (the OTel eBPF profiler, the Python SDK's
+/// CPU profile) become `process_cpu:cpu:nanoseconds:cpu:nanoseconds`, and with a
+/// `wall`/`nanoseconds` period (the Python SDK's wall-clock profile, which samples idle
+/// threads too) `wall:wall:nanoseconds:wall:nanoseconds`, each count multiplied by the period,
+/// as Pyroscope stores them. `off_cpu` stays apart from CPU time. Other types are named by
+/// Pyroscope's pprof rules. `scale_counts` false turns the conversion off (the sender also sent
+/// CPU time, or named the type itself).
 pub fn profile_type(
     [sample_type, sample_unit, period_type, period_unit]: [&str; 4],
     period: i64,
-    counts_as_cpu: bool,
+    scale_counts: bool,
 ) -> (ProfileType, i64) {
     let counts = matches!(sample_type, "samples" | "sample" | "cpu") && matches!(sample_unit, "count" | "");
-    if counts_as_cpu && counts && period_type == "cpu" && period_unit == "nanoseconds" && period > 0 {
-        let t = ProfileType {
-            name: "process_cpu".into(),
-            sample_type: "cpu".into(),
-            sample_unit: "nanoseconds".into(),
-            period_type: "cpu".into(),
-            period_unit: "nanoseconds".into(),
+    if scale_counts && counts && period_unit == "nanoseconds" && period > 0 {
+        let kind = match period_type {
+            "cpu" => Some(("process_cpu", "cpu")),
+            "wall" => Some(("wall", "wall")),
+            _ => None,
         };
-        return (t, period);
+        if let Some((name, kind)) = kind {
+            let t = ProfileType {
+                name: name.into(),
+                sample_type: kind.into(),
+                sample_unit: "nanoseconds".into(),
+                period_type: kind.into(),
+                period_unit: "nanoseconds".into(),
+            };
+            return (t, period);
+        }
     }
     let name = if sample_type == "off_cpu" {
         "off_cpu".to_string()

@@ -133,18 +133,30 @@ pub fn routers(config: &Config, ctx: &BuildContext, output: PipelineSender) -> (
 }
 
 impl Shared {
-    /// Decodes, converts and delivers one request (already inflated).
-    async fn export(self: Arc<Self>, tenant: Arc<str>, body: Bytes) -> Result<ExportProfilesServiceResponse, Error> {
+    /// Inflates (if `gzipped`), checks, decodes, converts and delivers one request. `body_len`
+    /// is its size as sent, for the accepted-bytes metric.
+    async fn export(
+        self: Arc<Self>,
+        tenant: Arc<str>,
+        body: Bytes,
+        gzipped: bool,
+        body_len: usize,
+    ) -> Result<ExportProfilesServiceResponse, Error> {
         let _permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| Error::Busy)?;
-        let body_len = body.len();
         let limits = self.limits;
+        let max_decompressed = self.max_decompressed_bytes;
         // Decoding runs off the async runtime; the task completes even if the client leaves.
         let shared = Arc::clone(&self);
         tokio::spawn(async move {
             let converted = tokio::task::spawn_blocking(move || {
-                version::check(&body).map_err(|e| Error::Invalid(e.to_string()))?;
+                let body = if gzipped {
+                    gunzip(&body, max_decompressed)?
+                } else {
+                    body
+                };
+                let body = repair_or_refuse(body)?;
                 let request = ExportProfilesServiceRequest::decode(body)
                     .map_err(|e| Error::Invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?;
                 convert::convert(&request, &limits, now_ns()).map_err(|e| Error::Invalid(e.to_string()))
@@ -174,7 +186,7 @@ impl Shared {
                 if converted.errors.len() > MAX_QUOTED_ERRORS {
                     message.push_str(&format!("; and {} more", converted.errors.len() - MAX_QUOTED_ERRORS));
                 }
-                warn!(component = %shared.id, rejected = converted.rejected, %message, "profiles rejected");
+                warn!(component = %shared.id, rejected = converted.rejected, errors = %message, "profiles rejected");
                 ExportProfilesPartialSuccess {
                     rejected_profiles: converted.rejected as i64,
                     error_message: message,
@@ -184,6 +196,15 @@ impl Shared {
         })
         .await
         .map_err(|e| Error::Invalid(format!("request task failed: {e}")))?
+    }
+
+    /// Reads and drops the body of a request refused before it was read (up to
+    /// `max_request_bytes`), so that a client still sending reads our answer rather than a
+    /// broken pipe, which senders take for a network error and retry.
+    async fn refuse_unread(&self, error: Error, body: Body) -> Error {
+        let mut body = Limited::new(body, self.max_request_bytes);
+        while let Some(Ok(_)) = body.frame().await {}
+        error
     }
 
     fn refused(&self, error: &Error, transport: &'static str) {
@@ -196,6 +217,44 @@ impl Shared {
     }
 }
 
+fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, Error> {
+    flamepipe_core::body::maybe_gunzip(body, limit)
+        .map(|b| Bytes::from(b.into_owned()))
+        .map_err(|e| match e {
+            flamepipe_core::body::BodyError::TooLarge { .. } => Error::TooLarge(limit),
+            e => Error::Invalid(format!("cannot gunzip the body: {e}")),
+        })
+}
+
+/// Passes v1.10 requests; renumbers the samples of v1.9 ones (the OTel Python profiling SDK's
+/// layout, which differs from v1.10 only there); refuses older layouts, which would be misread.
+fn repair_or_refuse(body: Bytes) -> Result<Bytes, Error> {
+    match version::check(&body) {
+        Ok(()) => Ok(body),
+        Err(mismatch) if version::is_repairable(&mismatch) => {
+            let mut upgraded = body.to_vec();
+            if !version::upgrade_samples(&mut upgraded) {
+                return Err(Error::Invalid(mismatch.to_string()));
+            }
+            debug!(
+                detected = mismatch.detected,
+                "renumbered the samples of an older OTLP layout"
+            );
+            Ok(Bytes::from(upgraded))
+        }
+        Err(mismatch) => Err(Error::Invalid(mismatch.to_string())),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+}
+
 fn tenant(headers: &HeaderMap) -> Result<Arc<str>, Error> {
     flamepipe_core::tenant::tenant(headers)
         .map_err(|m| Error::Invalid(format!("invalid tenant id in X-Scope-OrgID: {m}")))
@@ -203,16 +262,44 @@ fn tenant(headers: &HeaderMap) -> Result<Arc<str>, Error> {
 
 // ---- gRPC ----
 
+/// gRPC through tonic's server machinery. Messages over `max_decompressed_bytes` (after
+/// `grpc-encoding: gzip`) are refused by tonic with OUT_OF_RANGE, which OTLP senders retry:
+/// that is answered RESOURCE_EXHAUSTED instead, and counted like our own refusals.
 async fn grpc_export(shared: Arc<Shared>, request: Request<Body>) -> Response {
     let mut accept = EnabledCompressionEncodings::default();
     accept.enable(CompressionEncoding::Gzip);
     let mut grpc = tonic::server::Grpc::new(RawRequestCodec)
         .apply_compression_config(accept, EnabledCompressionEncodings::default())
         .apply_max_message_size_config(Some(shared.max_decompressed_bytes), None);
-    grpc.unary(ExportService(shared), request).await.map(Body::new)
+    let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service = ExportService(Arc::clone(&shared), Arc::clone(&called));
+    let mut response = grpc.unary(service, request).await.map(Body::new);
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(code) = status.filter(|c| c != "0")
+        && !called.load(std::sync::atomic::Ordering::Acquire)
+    {
+        let (reason, resource_exhausted) = match code.as_str() {
+            "11" | "8" => ("too_large", true),
+            _ => ("bad_request", false),
+        };
+        if resource_exhausted {
+            response
+                .headers_mut()
+                .insert("grpc-status", HeaderValue::from_static("8"));
+        }
+        shared.telemetry.refused(&shared.id, reason);
+        debug!(component = %shared.id, transport = "grpc", reason, code, "request refused before decoding");
+    }
+    response
 }
 
-struct ExportService(Arc<Shared>);
+/// The export method; sets its flag when called, so that refusals made earlier (by tonic) can
+/// be told apart.
+struct ExportService(Arc<Shared>, Arc<std::sync::atomic::AtomicBool>);
 
 impl tonic::server::UnaryService<Bytes> for ExportService {
     type Response = ExportProfilesServiceResponse;
@@ -220,10 +307,14 @@ impl tonic::server::UnaryService<Bytes> for ExportService {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let shared = Arc::clone(&self.0);
+        self.1.store(true, std::sync::atomic::Ordering::Release);
         Box::pin(async move {
             let result = async {
                 let tenant = tenant(&request.metadata().clone().into_headers())?;
-                Arc::clone(&shared).export(tenant, request.into_inner()).await
+                let body = request.into_inner();
+                // tonic has inflated the message already: this is its size after gzip.
+                let len = body.len();
+                Arc::clone(&shared).export(tenant, body, false, len).await
             }
             .await;
             result.map(tonic::Response::new).map_err(|e| {
@@ -281,42 +372,47 @@ impl Decoder for BytesDecoder {
 /// `ExportProfilesServiceResponse`, or on failure a `google.rpc.Status`, both protobuf.
 async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let content_type = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .unwrap_or("")
-            .trim();
-        match content_type {
-            "application/x-protobuf" | "application/protobuf" => {}
-            "application/json" => {
-                return Err(Error::Unsupported(
-                    "OTLP/JSON profiles are not accepted yet: send application/x-protobuf".into(),
-                ));
+        let refusal = match content_type(&headers) {
+            "application/x-protobuf" | "application/protobuf" => None,
+            "application/json" => Some(Error::Unsupported(
+                "OTLP/JSON profiles are not accepted yet: send application/x-protobuf".into(),
+            )),
+            other => Some(Error::Unsupported(format!(
+                "unsupported content type {other:?}: send application/x-protobuf"
+            ))),
+        };
+        let gzipped = match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+            None | Some("identity") => false,
+            Some("gzip") => true,
+            Some(other) => {
+                return Err(shared
+                    .refuse_unread(
+                        Error::Unsupported(format!("unsupported content encoding {other:?}")),
+                        body,
+                    )
+                    .await);
             }
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "unsupported content type {other:?}: send application/x-protobuf"
-                )));
-            }
+        };
+        if let Some(e) = refusal {
+            return Err(shared.refuse_unread(e, body).await);
         }
-        let tenant = tenant(&headers)?;
+        let tenant = match tenant(&headers) {
+            Ok(t) => t,
+            Err(e) => return Err(shared.refuse_unread(e, body).await),
+        };
         let raw = Limited::new(body, shared.max_request_bytes)
             .collect()
             .await
-            .map_err(|_| Error::TooLarge(shared.max_request_bytes))?
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    Error::TooLarge(shared.max_request_bytes)
+                } else {
+                    Error::Invalid(format!("cannot read the body: {e}"))
+                }
+            })?
             .to_bytes();
-        let body = match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-            None | Some("identity") => raw,
-            Some("gzip") => flamepipe_core::body::maybe_gunzip(&raw, shared.max_decompressed_bytes)
-                .map(|b| Bytes::from(b.into_owned()))
-                .map_err(|e| match e {
-                    flamepipe_core::body::BodyError::TooLarge { .. } => Error::TooLarge(shared.max_decompressed_bytes),
-                    e => Error::Invalid(format!("cannot gunzip the body: {e}")),
-                })?,
-            Some(other) => return Err(Error::Unsupported(format!("unsupported content encoding {other:?}"))),
-        };
-        Arc::clone(&shared).export(tenant, body).await
+        let len = raw.len();
+        Arc::clone(&shared).export(tenant, raw, gzipped, len).await
     }
     .await;
     let protobuf = HeaderValue::from_static("application/x-protobuf");

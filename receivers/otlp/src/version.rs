@@ -76,6 +76,55 @@ pub fn check(request: &[u8]) -> Result<(), VersionMismatch> {
     })
 }
 
+/// Whether a mismatch is one [`upgrade_samples`] repairs: the request is v1.9 (or a v1.8 request
+/// that uses no field v1.8 has and v1.9 lacks), which differs from v1.10 only in the field
+/// numbers of `Sample`.
+pub fn is_repairable(mismatch: &VersionMismatch) -> bool {
+    matches!(mismatch.detected, "v1.9" | "v1.8 or v1.9")
+}
+
+/// Renumbers every `Sample`'s fields from the v1.8/v1.9 layout (2 values, 3 attribute_indices,
+/// 4 link_index) to v1.10's (4 values, 2 attribute_indices, 3 link_index), in place: the tags
+/// of fields 2 to 4 are one byte in both layouts, so no length changes. The OTel Python
+/// profiling SDK (0.63b4, the only release) sends v1.9. Returns false if the buffer is not
+/// well-formed, in which case it is left as it was.
+pub fn upgrade_samples(request: &mut [u8]) -> bool {
+    let mut tags = Vec::new();
+    if sample_tags(request, &[1, 2, 2, 2], 0, &mut tags).is_err() {
+        return false;
+    }
+    for at in tags {
+        let tag = request[at];
+        let new = match tag >> 3 {
+            2 => 4,
+            3 => 2,
+            4 => 3,
+            _ => continue,
+        };
+        request[at] = (new << 3) | (tag & 7);
+    }
+    true
+}
+
+/// Collects the offsets (from the request's start) of the one-byte tags of fields 2 to 4 of every
+/// `Sample`, found by following `path` (resource_profiles 1 -> scope_profiles 2 -> profiles 2
+/// -> samples 2).
+fn sample_tags(buf: &[u8], path: &[u32], base: usize, out: &mut Vec<usize>) -> Result<(), Stop> {
+    let mut fields = Fields::new(buf);
+    loop {
+        let tag_at = fields.pos;
+        let Some((number, wire, payload)) = fields.next_field()? else {
+            return Ok(());
+        };
+        let payload_at = base + (payload.as_ptr() as usize - buf.as_ptr() as usize);
+        match path.split_first() {
+            Some((&next, rest)) if number == next && wire == LEN => sample_tags(payload, rest, payload_at, out)?,
+            None if (2..=4).contains(&number) => out.push(base + tag_at),
+            _ => {}
+        }
+    }
+}
+
 // Layouts, one bit each. v1.11 is v1.10 on the wire.
 const V1_5: u8 = 1 << 0;
 const V1_6: u8 = 1 << 1;
