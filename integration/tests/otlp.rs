@@ -351,8 +351,14 @@ fn current_fixtures_are_stored_with_independent_totals() {
     let body = std::fs::read(&path).unwrap();
     let request = ExportProfilesServiceRequest::decode(&body[..]).expect("the v1.10 fixture decodes as v1.10");
 
-    // The same request four ways, each under its own tenant so each is checked on its own.
-    let tenants = ["otlp-grpc", "otlp-grpc-gzip", "otlp-http", "otlp-http-gzip"];
+    // The same request five ways, each under its own tenant so each is checked on its own.
+    let tenants = [
+        "otlp-grpc",
+        "otlp-grpc-gzip",
+        "otlp-http",
+        "otlp-http-gzip",
+        "otlp-http-json",
+    ];
     for (tenant, gzip) in [(tenants[0], false), (tenants[1], true)] {
         let response = grpc_export(&rt, &fp.otlp_grpc_url, tenant, &request, gzip)
             .unwrap_or_else(|s| panic!("gRPC export ({tenant}): {s:?}"));
@@ -363,6 +369,21 @@ fn current_fixtures_are_stored_with_independent_totals() {
         assert_eq!(status, 200, "OTLP/HTTP export ({tenant}): {response:?}");
         assert_complete(tenant, &response.unwrap());
     }
+    // The fixture's OTLP/JSON twin (protobuf JSON: camelCase, 64-bit integers as strings).
+    let json = std::fs::read(fixture("otlp/otlp-v1.10.0-ebpf-profiler.json")).unwrap();
+    let (status, content_type, answer) = post_binary(
+        &format!("{}{HTTP_PATH}", fp.otlp_http_url),
+        "application/json",
+        &json,
+        &[("X-Scope-OrgID", tenants[4])],
+    );
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/json"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(answer, b"{}", "a complete success has no partialSuccess");
 
     // Acknowledged means written (ack: durable), so the store is complete now.
     let stored = read_store(&fp.data);
@@ -669,17 +690,25 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(code, 400, "truncated over HTTP: {answer:?}");
     assert!(answer.unwrap_err().message.contains("decode"));
 
-    // OTLP/JSON is not read yet: 415 pointing at protobuf. (A small body: the answer comes
-    // before the body is read, and a client still writing a large one sees a broken pipe.)
-    let (code, _, text) = post_binary(
-        &format!("{http}{HTTP_PATH}"),
-        "application/json",
-        br#"{"resourceProfiles":[]}"#,
-        &[],
-    );
+    // An unknown content type: 415 naming the accepted ones.
+    let (code, _, text) = post_binary(&format!("{http}{HTTP_PATH}"), "text/plain", b"hello", &[]);
     let rpc = RpcStatus::decode(&text[..]).expect("google.rpc.Status");
     assert_eq!(code, 415, "{rpc:?}");
     assert!(rpc.message.contains("application/x-protobuf"), "{rpc:?}");
+    // OTLP/JSON in an older layout's field names: 400 with the JSON path, in JSON.
+    let (code, content_type, text) = post_binary(
+        &format!("{http}{HTTP_PATH}"),
+        "application/json",
+        br#"{"resourceProfiles":[{"scopeProfiles":[{"profiles":[{"samples":[{"locationsStartIndex":1}]}]}]}]}"#,
+        &[],
+    );
+    assert_eq!((code, content_type.as_str()), (400, "application/json"));
+    let answer: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(answer["code"], Code::InvalidArgument as i32);
+    assert!(
+        answer["message"].as_str().unwrap().contains("locationsStartIndex"),
+        "{answer}"
+    );
 
     // A gzip bomb: 100 MiB of zeros, about 100 KiB gzipped, against max_decompressed_bytes 8 MiB.
     let zeros = vec![0u8; 100 << 20];

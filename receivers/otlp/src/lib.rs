@@ -11,9 +11,11 @@
 //! - `receiver`: the gRPC and HTTP endpoints, errors and their codes, delivery.
 //! - [`version`]: detects older `v1development` layouts that would otherwise be misread.
 //! - [`convert`]: OTLP -> the core model (dictionary, attributes, profile types).
+//! - [`json`]: OTLP/JSON bodies, read by hand to the OTLP JSON rules.
 
 pub mod config;
 pub mod convert;
+pub mod json;
 mod receiver;
 pub mod version;
 

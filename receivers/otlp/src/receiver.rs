@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::convert::{self, Limits};
-use crate::version;
+use crate::{json, version};
 
 /// The gRPC method path.
 pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
@@ -139,7 +139,7 @@ impl Shared {
         self: Arc<Self>,
         tenant: Arc<str>,
         body: Bytes,
-        gzipped: bool,
+        format: BodyFormat,
         body_len: usize,
     ) -> Result<ExportProfilesServiceResponse, Error> {
         let _permit = Arc::clone(&self.in_flight)
@@ -151,14 +151,20 @@ impl Shared {
         let shared = Arc::clone(&self);
         tokio::spawn(async move {
             let converted = tokio::task::spawn_blocking(move || {
-                let body = if gzipped {
+                let body = if format.gzipped {
                     gunzip(&body, max_decompressed)?
                 } else {
                     body
                 };
-                let body = repair_or_refuse(body)?;
-                let request = ExportProfilesServiceRequest::decode(body)
-                    .map_err(|e| Error::Invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?;
+                let request = if format.json {
+                    // JSON names did not change from v1.9 to v1.10; older layouts' names are
+                    // refused as unknown fields.
+                    json::decode(&body).map_err(|e| Error::Invalid(e.to_string()))?
+                } else {
+                    let body = repair_or_refuse(body)?;
+                    ExportProfilesServiceRequest::decode(body)
+                        .map_err(|e| Error::Invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?
+                };
                 convert::convert(&request, &limits, now_ns()).map_err(|e| Error::Invalid(e.to_string()))
             })
             .await
@@ -215,6 +221,13 @@ impl Shared {
             debug!(component = %self.id, transport, reason = error.reason(), %error, "request refused");
         }
     }
+}
+
+/// How a request body is encoded.
+#[derive(Clone, Copy, Debug, Default)]
+struct BodyFormat {
+    gzipped: bool,
+    json: bool,
 }
 
 fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, Error> {
@@ -314,7 +327,9 @@ impl tonic::server::UnaryService<Bytes> for ExportService {
                 let body = request.into_inner();
                 // tonic has inflated the message already: this is its size after gzip.
                 let len = body.len();
-                Arc::clone(&shared).export(tenant, body, false, len).await
+                Arc::clone(&shared)
+                    .export(tenant, body, BodyFormat::default(), len)
+                    .await
             }
             .await;
             result.map(tonic::Response::new).map_err(|e| {
@@ -373,14 +388,12 @@ impl Decoder for BytesDecoder {
 async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let refusal = match content_type(&headers) {
-            "application/x-protobuf" | "application/protobuf" => None,
-            "application/json" => Some(Error::Unsupported(
-                "OTLP/JSON profiles are not accepted yet: send application/x-protobuf".into(),
-            )),
+            "application/x-protobuf" | "application/protobuf" | "application/json" => None,
             other => Some(Error::Unsupported(format!(
-                "unsupported content type {other:?}: send application/x-protobuf"
+                "unsupported content type {other:?}: send application/x-protobuf or application/json"
             ))),
         };
+        let json = content_type(&headers) == "application/json";
         let gzipped = match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
             None | Some("identity") => false,
             Some("gzip") => true,
@@ -412,9 +425,14 @@ async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
             })?
             .to_bytes();
         let len = raw.len();
-        Arc::clone(&shared).export(tenant, raw, gzipped, len).await
+        Arc::clone(&shared)
+            .export(tenant, raw, BodyFormat { gzipped, json }, len)
+            .await
     }
     .await;
+    if content_type(&headers) == "application/json" {
+        return json_answer(&shared, result);
+    }
     let protobuf = HeaderValue::from_static("application/x-protobuf");
     match result {
         Ok(response) => ([(CONTENT_TYPE, protobuf)], response.encode_to_vec()).into_response(),
@@ -425,6 +443,28 @@ async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
                 message: e.to_string(),
             };
             (e.status(), [(CONTENT_TYPE, protobuf)], status.encode_to_vec()).into_response()
+        }
+    }
+}
+
+/// The answer to an OTLP/JSON request, in JSON (`partialSuccess`, or a `google.rpc.Status`).
+fn json_answer(shared: &Shared, result: Result<ExportProfilesServiceResponse, Error>) -> Response {
+    let json = HeaderValue::from_static("application/json");
+    match result {
+        Ok(response) => {
+            let body = match response.partial_success {
+                Some(p) => serde_json::json!({ "partialSuccess": {
+                    "rejectedProfiles": p.rejected_profiles.to_string(),
+                    "errorMessage": p.error_message,
+                }}),
+                None => serde_json::json!({}),
+            };
+            ([(CONTENT_TYPE, json)], body.to_string()).into_response()
+        }
+        Err(e) => {
+            shared.refused(&e, "http");
+            let body = serde_json::json!({ "code": e.code() as i32, "message": e.to_string() });
+            (e.status(), [(CONTENT_TYPE, json)], body.to_string()).into_response()
         }
     }
 }
