@@ -94,10 +94,7 @@ impl<'a> Obj<'a> {
         Some((value, format!("{}.{name}", self.path)))
     }
 
-    fn int<T: TryFrom<i128>>(&self, name: &str) -> Result<T>
-    where
-        T: Default,
-    {
+    fn int<T: TryFrom<i128> + Default>(&self, name: &str) -> Result<T> {
         match self.get(name) {
             None => Ok(T::default()),
             Some((v, path)) => integer(v, &path),
