@@ -144,3 +144,30 @@ mod tests {
         );
     }
 }
+
+/// A stored profile's per-function (flat, cum) totals named as `go tool pprof -traces
+/// -symbolize=none` names them: unsymbolized frames by their mapping's file (`[file]`), or
+/// `<unknown>` without one.
+pub fn go_named_totals(profile: &flamepipe_core::Profile) -> HashMap<String, (i64, i64)> {
+    use flamepipe_core::symbols::FrameName;
+    profile
+        .function_totals_by(|frame| match frame {
+            FrameName::Function(name) => name.to_string(),
+            FrameName::Address { mapping_file: "", .. } => "<unknown>".to_string(),
+            FrameName::Address { mapping_file, .. } => {
+                format!("[{}]", mapping_file.rsplit('/').next().unwrap_or(mapping_file))
+            }
+        })
+        .into_iter()
+        .map(|(k, v)| (k, (v.flat, v.cum)))
+        .collect()
+}
+
+/// Totals without the functions whose totals are both zero (`go tool pprof` omits those).
+pub fn without_zeros(totals: &HashMap<String, (i64, i64)>) -> HashMap<String, (i64, i64)> {
+    totals
+        .iter()
+        .filter(|(_, v)| **v != (0, 0))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}

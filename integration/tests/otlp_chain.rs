@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 
-use flamepipe_core::symbols::FrameName;
-use flamepipe_integration::pprof_ref::go_pprof_totals;
+use flamepipe_integration::pprof_ref::{go_named_totals, go_pprof_totals, without_zeros};
 use flamepipe_integration::process::post;
 use flamepipe_integration::stored::read_store;
 use flamepipe_integration::{Flamepipe, Options, fixtures_in, go_tool};
@@ -14,13 +13,6 @@ use flamepipe_integration::{Flamepipe, Options, fixtures_in, go_tool};
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
 
 type Totals = HashMap<String, (i64, i64)>;
-
-fn without_zeros(t: &Totals) -> Totals {
-    t.iter()
-        .filter(|(_, v)| **v != (0, 0))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect()
-}
 
 #[test]
 fn pyroscope_to_agent_to_otlp_to_central_keeps_every_total() {
@@ -81,17 +73,7 @@ fn pyroscope_to_agent_to_otlp_to_central_keeps_every_total() {
         );
         let service = p.series.get("service_name").unwrap().to_string();
         let key = format!("{}/{}", p.profile_type.sample_type, p.profile_type.sample_unit);
-        let totals = p
-            .function_totals_by(|frame| match frame {
-                FrameName::Function(name) => name.to_string(),
-                FrameName::Address { mapping_file: "", .. } => "<unknown>".to_string(),
-                FrameName::Address { mapping_file, .. } => {
-                    format!("[{}]", mapping_file.rsplit('/').next().unwrap_or(mapping_file))
-                }
-            })
-            .into_iter()
-            .map(|(k, v)| (k, (v.flat, v.cum)))
-            .collect();
+        let totals = go_named_totals(p);
         let previous = by_service
             .entry(service.clone())
             .or_default()

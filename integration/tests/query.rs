@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use flamepipe_core::Labels;
 use flamepipe_core::block::{BlockBuilder, block_path};
 use flamepipe_core::pprof::{ConvertOptions, Limits, decode_profiles};
-use flamepipe_integration::pprof_ref::{ReferenceTotals, go_pprof_totals};
+use flamepipe_integration::pprof_ref::{ReferenceTotals, go_pprof_totals, without_zeros};
 use flamepipe_integration::process::{http, post};
 use flamepipe_integration::{Flamepipe, Options, fixture, go_tool};
 use prost::Message;
@@ -364,13 +364,6 @@ fn check_layout(what: &str, fg: &pb::FlameGraph) {
     }
     let max_self = levels.iter().flatten().map(|n| n.2).max().unwrap_or(0);
     assert_eq!(fg.max_self, max_self, "{what}: max_self");
-}
-
-fn without_zeros(t: &HashMap<String, (i64, i64)>) -> HashMap<String, (i64, i64)> {
-    t.iter()
-        .filter(|(_, v)| **v != (0, 0))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect()
 }
 
 /// `go tool pprof`'s totals of a profile we answered, written to a file first.
