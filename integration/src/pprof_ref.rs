@@ -126,25 +126,6 @@ fn frame_name(name: &str) -> String {
     name.trim_end_matches(" (inline)").to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_traces_and_types() {
-        let raw = "PeriodType: cpu nanoseconds\nSamples:\nsamples/count Wall time/μs[dflt]\n   1 2: 1\n";
-        assert_eq!(sample_types(raw), vec!["samples/count", "Wall time/μs"]);
-        let traces = "Type: cpu\n-----------+------\n Thread ID:  2464\n160000000ns   main.inner (inline)\n             main.outer\n-----------+------\n      1113   <module>\n";
-        assert_eq!(
-            parse_traces(traces),
-            vec![
-                (160000000, vec!["main.inner".to_string(), "main.outer".to_string()]),
-                (1113, vec!["<module>".to_string()])
-            ]
-        );
-    }
-}
-
 /// A stored profile's per-function (flat, cum) totals named as `go tool pprof -traces
 /// -symbolize=none` names them: unsymbolized frames by their mapping's file (`[file]`), or
 /// `<unknown>` without one.
@@ -170,4 +151,23 @@ pub fn without_zeros(totals: &HashMap<String, (i64, i64)>) -> HashMap<String, (i
         .filter(|(_, v)| **v != (0, 0))
         .map(|(k, v)| (k.clone(), *v))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_traces_and_types() {
+        let raw = "PeriodType: cpu nanoseconds\nSamples:\nsamples/count Wall time/μs[dflt]\n   1 2: 1\n";
+        assert_eq!(sample_types(raw), vec!["samples/count", "Wall time/μs"]);
+        let traces = "Type: cpu\n-----------+------\n Thread ID:  2464\n160000000ns   main.inner (inline)\n             main.outer\n-----------+------\n      1113   <module>\n";
+        assert_eq!(
+            parse_traces(traces),
+            vec![
+                (160000000, vec!["main.inner".to_string(), "main.outer".to_string()]),
+                (1113, vec!["<module>".to_string()])
+            ]
+        );
+    }
 }

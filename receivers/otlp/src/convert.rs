@@ -8,7 +8,6 @@
 //! (the request's other profiles are kept and the answer reports a partial success).
 //! The profile type mapping is documented in docs/otlp.md.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use flamepipe_core::labels::{METRIC_NAME, PROFILE_TYPE, SERVICE_NAME, UNKNOWN_SERVICE, sanitize_label_name};
@@ -73,8 +72,9 @@ pub fn convert(
     let mut ctx = Context {
         dict,
         builder: SymbolsBuilder::new(),
-        strings: HashMap::new(),
-        locations: HashMap::new(),
+        strings: vec![UNSET; dict.string_table.len()],
+        locations: vec![UNSET; dict.location_table.len()],
+        stacks: vec![UNSET; dict.stack_table.len()],
         limits: *limits,
     };
     // Profiles share the request's symbols; they are frozen once all are interned.
@@ -174,13 +174,19 @@ fn any_value_text(v: &AnyValue, dict: &otlp::ProfilesDictionary) -> Option<Strin
     }
 }
 
+/// Not converted yet, in the dictionary index caches.
+const UNSET: u32 = u32::MAX;
+
 struct Context<'a> {
     dict: &'a otlp::ProfilesDictionary,
     builder: SymbolsBuilder,
     /// Dictionary string index -> our string id.
-    strings: HashMap<i32, u32>,
+    strings: Vec<u32>,
     /// Dictionary location index -> our location id.
-    locations: HashMap<i32, u32>,
+    locations: Vec<u32>,
+    /// Dictionary stack index -> our stack id (profiles of one request share stacks: a Go
+    /// pprof forwarded as OTLP has two profiles with the same ones).
+    stacks: Vec<u32>,
     limits: Limits,
 }
 
@@ -199,17 +205,21 @@ impl Context<'_> {
     }
 
     fn string(&mut self, index: i32, what: &str) -> Result<u32, Reject> {
-        if let Some(&id) = self.strings.get(&index) {
+        if let Some(&id) = usize::try_from(index).ok().and_then(|i| self.strings.get(i))
+            && id != UNSET
+        {
             return Ok(id);
         }
         let s = get(&self.dict.string_table, index, what)?;
         let id = self.builder.string(s);
-        self.strings.insert(index, id);
+        self.strings[index as usize] = id;
         Ok(id)
     }
 
     fn location(&mut self, index: i32) -> Result<u32, Reject> {
-        if let Some(&id) = self.locations.get(&index) {
+        if let Some(&id) = usize::try_from(index).ok().and_then(|i| self.locations.get(i))
+            && id != UNSET
+        {
             return Ok(id);
         }
         let dict = self.dict;
@@ -248,7 +258,31 @@ impl Context<'_> {
             address: loc.address,
             lines,
         });
-        self.locations.insert(index, id);
+        self.locations[index as usize] = id;
+        Ok(id)
+    }
+
+    /// Our stack id for a dictionary stack, converted once per request.
+    fn stack(&mut self, index: i32, scratch: &mut Vec<u32>) -> Result<u32, Reject> {
+        let dict = self.dict;
+        let st = get(&dict.stack_table, index, "stack index")?;
+        let cached = self.stacks[index as usize];
+        if cached != UNSET {
+            return Ok(cached);
+        }
+        if st.location_indices.len() > self.limits.max_stack_depth {
+            return Err(Reject(format!(
+                "a stack of {} frames is deeper than max_stack_depth ({})",
+                st.location_indices.len(),
+                self.limits.max_stack_depth
+            )));
+        }
+        scratch.clear();
+        for &l in &st.location_indices {
+            scratch.push(self.location(l)?);
+        }
+        let id = self.builder.stack(scratch);
+        self.stacks[index as usize] = id;
         Ok(id)
     }
 
@@ -308,18 +342,7 @@ impl Context<'_> {
                 s.values.iter().fold(0i64, |a, &v| a.saturating_add(v))
             };
             let value = value.saturating_mul(scale);
-            let st = get(&dict.stack_table, s.stack_index, "stack index")?;
-            if st.location_indices.len() > self.limits.max_stack_depth {
-                return Err(Reject(format!(
-                    "a stack of {} frames is deeper than max_stack_depth ({})",
-                    st.location_indices.len(),
-                    self.limits.max_stack_depth
-                )));
-            }
-            stack.clear();
-            for &l in &st.location_indices {
-                stack.push(self.location(l)?);
-            }
+            let stack_id = self.stack(s.stack_index, &mut stack)?;
             labels.clear();
             for &a in &s.attribute_indices {
                 let attr = get(&dict.attribute_table, a, "sample attribute index")?;
@@ -349,7 +372,7 @@ impl Context<'_> {
             }
             labels.sort_unstable();
             samples.push(Sample {
-                stack: self.builder.stack(&stack),
+                stack: stack_id,
                 value,
                 labels: self.builder.label_set(&labels),
             });
