@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flamepipe_core::pprof::proto;
+use flamepipe_integration::measure::{best_cpu, dir_size, peak_rss_mib, process_cpu};
 use flamepipe_integration::process::{http, post_with};
 use flamepipe_integration::{Flamepipe, Options, shared_dir};
 use prost::Message;
@@ -26,33 +27,6 @@ const ROUNDS: usize = 3;
 /// Times each round sends the corpus: enough server CPU that /proc's 10 ms ticks are <1%.
 const PASSES: usize = 5;
 
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// utime + stime of a process, from /proc.
-fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / hz)
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn load(dir: &Path) -> Vec<Vec<u8>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("corpus")
@@ -62,35 +36,10 @@ fn load(dir: &Path) -> Vec<Vec<u8>> {
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }
 
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| {
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() { dir_size(&e.path()) } else { meta.len() }
-        })
-        .sum()
-}
-
 struct Floor {
     gunzip_mb_s: f64,
     mb_s: f64,
     profiles_s: f64,
-}
-
-/// Best of three passes of `f` over `files`, in thread CPU time.
-fn best_cpu(files: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> Duration {
-    (0..3)
-        .map(|_| {
-            let start = thread_cpu();
-            for file in files {
-                f(file);
-            }
-            thread_cpu() - start
-        })
-        .min()
-        .unwrap_or(Duration::MAX)
 }
 
 fn decode_floor(files: &[Vec<u8>]) -> Floor {

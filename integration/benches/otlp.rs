@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flamepipe_core::Labels;
 use flamepipe_core::pprof::{self, ConvertOptions, Limits};
+use flamepipe_integration::measure::{best_cpu, dir_size, median, peak_rss_mib, process_cpu, thread_cpu};
 use flamepipe_integration::process::http;
 use flamepipe_integration::{Flamepipe, Options, shared_dir};
 use flamepipe_receiver_otlp::HTTP_PATH;
@@ -52,44 +53,6 @@ const RECEIVER_LIMITS: OtlpLimits = OtlpLimits {
     max_samples: 1_000_000,
     max_stack_depth: 8192,
 };
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// utime + stime of a process, from /proc.
-fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / hz)
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| {
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() { dir_size(&e.path()) } else { meta.len() }
-        })
-        .sum()
-}
 
 fn mb(bytes: usize) -> f64 {
     bytes as f64 / 1e6
@@ -159,20 +122,6 @@ impl Corpus {
             .sum();
         (sum(&self.pprof_gz), pprof_raw, sum(&self.otlp), sum(&self.otlp_gz))
     }
-}
-
-/// Best of three passes of `f` over `files`, in thread CPU time.
-fn best_cpu(files: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> Duration {
-    (0..3)
-        .map(|_| {
-            let start = thread_cpu();
-            for file in files {
-                f(file);
-            }
-            thread_cpu() - start
-        })
-        .min()
-        .unwrap_or(Duration::MAX)
 }
 
 fn gunzip(gz: &[u8]) -> Bytes {
@@ -343,11 +292,6 @@ fn full_ingest(corpus: &Corpus, passes: usize) -> Ingest {
         peak_rss: peak_rss_mib(pid),
         stored_ratio: stored as f64 / bytes as f64,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -42,6 +42,7 @@ use flamepipe_core::query::merge::FlameGraphMerge;
 use flamepipe_core::query::{EngineLimits, Event, FlameGraph, FlameTree, Query, QueryEngine, Selector};
 use flamepipe_core::symbols::{Symbols, SymbolsBuilder};
 use flamepipe_core::telemetry::Telemetry;
+use flamepipe_integration::measure::{median, rusage_cpu, thread_cpu};
 use flamepipe_integration::shared_dir;
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -58,24 +59,6 @@ const BASE_NS: i64 = 1_700_000_000_000_000_000;
 const SPACING_NS: i64 = 10_000_000_000;
 const MAX_NODES: usize = 8192;
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// utime + stime from getrusage (`RUSAGE_SELF`: every thread of this process;
-/// `RUSAGE_CHILDREN`: waited-for children and their waited-for descendants).
-fn rusage_cpu(who: libc::c_int) -> Duration {
-    // SAFETY: rusage is plain data; getrusage fills the struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::getrusage(who, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
 
 fn corpus_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -336,11 +319,6 @@ fn go_pprof_top(go: &Path, files: &[PathBuf]) -> GoRun {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
