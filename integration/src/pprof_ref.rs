@@ -153,6 +153,41 @@ pub fn without_zeros(totals: &HashMap<String, (i64, i64)>) -> HashMap<String, (i
         .collect()
 }
 
+/// Stored profiles' go-named totals, by service name and then by `sample type/unit`
+/// (the keys of [`go_pprof_totals`]). A (service, type) stored twice fails the test.
+pub fn stored_totals_by_service(stored: &[crate::stored::StoredProfile]) -> HashMap<String, ReferenceTotals> {
+    let mut by_service: HashMap<String, ReferenceTotals> = HashMap::new();
+    for s in stored {
+        let p = &s.profile;
+        let service = p.series.get("service_name").expect("service_name").to_string();
+        let key = format!("{}/{}", p.profile_type.sample_type, p.profile_type.sample_unit);
+        let previous = by_service
+            .entry(service.clone())
+            .or_default()
+            .insert(key.clone(), go_named_totals(p));
+        assert!(previous.is_none(), "{service} {key} stored twice");
+    }
+    by_service
+}
+
+/// Asserts that `ours` (one service's [`stored_totals_by_service`] entry) has every sample
+/// type of `file` with the per-function totals `go tool pprof` reads from it.
+pub fn assert_totals_match_go(go: &Path, file: &Path, ours: &ReferenceTotals) {
+    let reference = go_pprof_totals(go, file);
+    assert_eq!(ours.len(), reference.len(), "{}: sample types", file.display());
+    for (sample_type, expected) in &reference {
+        let got = ours
+            .get(sample_type)
+            .unwrap_or_else(|| panic!("{}: no {sample_type}", file.display()));
+        assert_eq!(
+            without_zeros(got),
+            without_zeros(expected),
+            "{} {sample_type}",
+            file.display()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

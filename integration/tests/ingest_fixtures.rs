@@ -1,17 +1,14 @@
 //! Every real pprof fixture, sent over HTTP to the real binary, is stored with per-function
 //! totals equal to what `go tool pprof` reads from the same file.
 
-use std::collections::HashMap;
 use std::thread;
 
-use flamepipe_integration::pprof_ref::{go_named_totals, go_pprof_totals, without_zeros};
+use flamepipe_integration::pprof_ref::{assert_totals_match_go, stored_totals_by_service};
 use flamepipe_integration::process::post;
 use flamepipe_integration::stored::read_store;
 use flamepipe_integration::{Flamepipe, Options, fixtures_in, go_tool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
-
-type Totals = HashMap<String, (i64, i64)>;
 
 #[test]
 fn every_pprof_fixture_matches_go_tool_pprof() {
@@ -43,38 +40,14 @@ fn every_pprof_fixture_matches_go_tool_pprof() {
     });
 
     let stored = read_store(&fp.data);
-    let mut by_service: HashMap<String, HashMap<String, Totals>> = HashMap::new();
-    for s in &stored {
-        let p = &s.profile;
-        assert_eq!(s.tenant, "anonymous");
-        let service = p.series.get("service_name").unwrap().to_string();
-        let key = format!("{}/{}", p.profile_type.sample_type, p.profile_type.sample_unit);
-        // `go tool pprof -traces` names an unsymbolized frame by its mapping's file.
-        let totals = go_named_totals(p);
-        let previous = by_service
-            .entry(service.clone())
-            .or_default()
-            .insert(key.clone(), totals);
-        assert!(previous.is_none(), "{service} {key} stored twice");
-    }
-
+    assert!(stored.iter().all(|s| s.tenant == "anonymous"));
+    // `go tool pprof -traces` names an unsymbolized frame by its mapping's file.
+    let by_service = stored_totals_by_service(&stored);
     for (i, file) in files.iter().enumerate() {
-        let reference = go_pprof_totals(&go, file);
         let ours = by_service
             .get(&format!("fixture-{i}"))
             .unwrap_or_else(|| panic!("{} not stored", file.display()));
-        assert_eq!(ours.len(), reference.len(), "{}: sample types", file.display());
-        for (sample_type, expected) in &reference {
-            let got = ours
-                .get(sample_type)
-                .unwrap_or_else(|| panic!("{}: no {sample_type}", file.display()));
-            assert_eq!(
-                without_zeros(got),
-                without_zeros(expected),
-                "{} {sample_type}",
-                file.display()
-            );
-        }
+        assert_totals_match_go(&go, file, ours);
     }
 }
 

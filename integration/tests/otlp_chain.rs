@@ -3,16 +3,12 @@
 //! stores equals what `go tool pprof` reads from A's input, function by function, and A
 //! answers each upload only once B has durably stored it.
 
-use std::collections::HashMap;
-
-use flamepipe_integration::pprof_ref::{go_named_totals, go_pprof_totals, without_zeros};
+use flamepipe_integration::pprof_ref::{assert_totals_match_go, stored_totals_by_service};
 use flamepipe_integration::process::post;
 use flamepipe_integration::stored::read_store;
 use flamepipe_integration::{Flamepipe, Options, fixtures_in, go_tool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
-
-type Totals = HashMap<String, (i64, i64)>;
 
 #[test]
 fn pyroscope_to_agent_to_otlp_to_central_keeps_every_total() {
@@ -55,7 +51,6 @@ fn pyroscope_to_agent_to_otlp_to_central_keeps_every_total() {
 
     // Durable end to end: every upload was answered after the central store had it.
     let stored = read_store(&central.data);
-    let mut by_service: HashMap<String, HashMap<String, Totals>> = HashMap::new();
     for s in &stored {
         assert_eq!(s.tenant, "team-a", "the tenant travels as X-Scope-OrgID");
         let p = &s.profile;
@@ -71,32 +66,13 @@ fn pyroscope_to_agent_to_otlp_to_central_keeps_every_total() {
             "{:?}",
             p.series
         );
-        let service = p.series.get("service_name").unwrap().to_string();
-        let key = format!("{}/{}", p.profile_type.sample_type, p.profile_type.sample_unit);
-        let totals = go_named_totals(p);
-        let previous = by_service
-            .entry(service.clone())
-            .or_default()
-            .insert(key.clone(), totals);
-        assert!(previous.is_none(), "{service} {key} stored twice");
     }
+    let by_service = stored_totals_by_service(&stored);
     for (i, file) in files.iter().enumerate() {
-        let reference = go_pprof_totals(&go, file);
         let ours = by_service
             .get(&format!("chain-{i}"))
             .unwrap_or_else(|| panic!("{} did not reach the central store", file.display()));
-        assert_eq!(ours.len(), reference.len(), "{}: sample types", file.display());
-        for (sample_type, expected) in &reference {
-            let got = ours
-                .get(sample_type)
-                .unwrap_or_else(|| panic!("{}: no {sample_type}", file.display()));
-            assert_eq!(
-                without_zeros(got),
-                without_zeros(expected),
-                "{} {sample_type}",
-                file.display()
-            );
-        }
+        assert_totals_match_go(&go, file, ours);
     }
 }
 
