@@ -25,18 +25,24 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared` beside the repository.
+/// `../shared` beside the repository: the benchmark corpus lives there.
 pub fn shared_dir() -> PathBuf {
     repo_root().join("../shared")
 }
 
+/// The profile fixtures the tests use, kept in the repository (`integration/testdata/fixtures`,
+/// described by its MANIFEST.md) so that a clone alone passes the suite.
+pub fn fixtures_dir() -> PathBuf {
+    repo_root().join("integration/testdata/fixtures")
+}
+
 pub fn fixture(rel: &str) -> PathBuf {
-    shared_dir().join("fixtures").join(rel)
+    fixtures_dir().join(rel)
 }
 
 /// Every file in a fixture folder, sorted.
 pub fn fixtures_in(dir: &str) -> Vec<PathBuf> {
-    let root = shared_dir().join("fixtures").join(dir);
+    let root = fixtures_dir().join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.expect("readable dir entry").path())

@@ -33,7 +33,7 @@ const BLOCKS: usize = 4;
 const TENANT: &str = "acme";
 
 fn fixtures() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/pprof");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration/testdata/fixtures/pprof");
     let mut files: Vec<_> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())

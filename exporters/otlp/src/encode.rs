@@ -279,7 +279,7 @@ mod tests {
     /// comes back with the same profile type, series labels, times and per-function totals.
     #[test]
     fn pprof_fixtures_survive_a_round_trip_through_otlp() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/pprof");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../integration/testdata/fixtures/pprof");
         let mut files: Vec<_> = std::fs::read_dir(&root)
             .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
             .map(|e| e.unwrap().path())

@@ -472,7 +472,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/otlp/");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../integration/testdata/fixtures/otlp/");
         std::fs::read(format!("{path}{name}")).unwrap()
     }
 

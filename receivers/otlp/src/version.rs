@@ -1021,7 +1021,7 @@ mod tests {
         ($path:literal) => {
             include_bytes!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures/",
+                "/../../integration/testdata/fixtures/",
                 $path
             ))
         };

@@ -94,7 +94,7 @@ fn manifest_path(relative: &str) -> PathBuf {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(manifest_path(&format!("../../../shared/fixtures/{name}"))).unwrap()
+    std::fs::read(manifest_path(&format!("../../integration/testdata/fixtures/{name}"))).unwrap()
 }
 
 /// A captured upload: the request exactly as the SDK sent it (request line, headers, body).
@@ -476,7 +476,7 @@ async fn broken_folded_lines_are_refused() {
 #[tokio::test]
 async fn bad_fixtures_are_refused_and_nothing_is_sent() {
     let mut h = harness();
-    let dir = manifest_path("../../../shared/fixtures/bad");
+    let dir = manifest_path("../../integration/testdata/fixtures/bad");
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert!(files.len() >= 5);
