@@ -247,6 +247,9 @@ pub enum AckMode {
 /// Why [`deliver`] could not hand a request's data on, or saw it fail.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeliverError {
+    /// A profile fails the checks every stored profile must pass: the sender's fault.
+    #[error("invalid {0}")]
+    Invalid(#[from] crate::validate::InvalidProfile),
     #[error("{0}")]
     PipelineFull(String),
     #[error("{0}")]
@@ -259,6 +262,10 @@ pub enum DeliverError {
 
 /// Hands one request's profiles on as one batch and waits for the acknowledgement `ack` asks
 /// for (at most `timeout`): the step every receiver ends a request with.
+///
+/// The profiles are checked first ([`check_batch`](crate::validate::check_batch)), with the
+/// checks the block reader applies: a request holding a profile that fails them is refused
+/// whole, so nothing enters a pipeline that a query could not read back.
 pub async fn deliver(
     output: &PipelineSender,
     tenant: Arc<str>,
@@ -266,6 +273,7 @@ pub async fn deliver(
     ack: AckMode,
     timeout: std::time::Duration,
 ) -> Result<(), DeliverError> {
+    crate::validate::check_batch(&profiles)?;
     let (share, waiter) = Ack::new();
     let batch = Batch {
         tenant,

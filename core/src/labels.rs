@@ -4,6 +4,7 @@
 //! the block index stores them; queries match on them. Names are unique and kept sorted so two
 //! equal sets compare and hash equal whatever order the sender used.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The label every series has: which service sent it (Pyroscope's convention).
@@ -126,7 +127,7 @@ pub fn parse_app_name(input: &str) -> Result<(String, Vec<(String, String)>), Na
                 return Err(NameParseError::NotKeyValue(pair.to_string()));
             };
             let key = key.trim();
-            if !is_valid_label_name(key) {
+            if !is_sender_label_name(key) {
                 return Err(NameParseError::InvalidLabelName(key.to_string()));
             }
             let value = value.trim().trim_matches('"');
@@ -136,8 +137,10 @@ pub fn parse_app_name(input: &str) -> Result<(String, Vec<(String, String)>), Na
     Ok((app.to_string(), tags))
 }
 
-/// Label names as Prometheus allows them, plus `.` which OpenTelemetry senders use.
-pub fn is_valid_label_name(name: &str) -> bool {
+/// Label names as Pyroscope senders may write them: Prometheus' rule plus `.`, which
+/// [`sanitize_label_name`] turns into `_` before the label is stored (stored names follow
+/// [`crate::validate::is_valid_label_name`]).
+pub fn is_sender_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
@@ -145,12 +148,32 @@ pub fn is_valid_label_name(name: &str) -> bool {
 
 /// Pyroscope's rule for label names from senders: dots become underscores
 /// (`otel.scope.name` -> `otel_scope_name`), since selectors cannot name them otherwise.
-pub fn sanitize_label_name(name: &str) -> std::borrow::Cow<'_, str> {
+pub fn sanitize_label_name(name: &str) -> Cow<'_, str> {
     if name.contains('.') {
-        std::borrow::Cow::Owned(name.replace('.', "_"))
+        Cow::Owned(name.replace('.', "_"))
     } else {
-        std::borrow::Cow::Borrowed(name)
+        Cow::Borrowed(name)
     }
+}
+
+/// An OpenTelemetry attribute key as a label name, as Prometheus' OTLP translation makes
+/// one: every character outside `[a-zA-Z0-9_]` becomes `_` (`k8s.pod.name` ->
+/// `k8s_pod_name`, `http-route` -> `http_route`), and a key that starts with a digit gets a
+/// `key_` prefix. Empty keys stay empty (callers skip them).
+pub fn otel_label_name(key: &str) -> Cow<'_, str> {
+    let leading_digit = key.starts_with(|c: char| c.is_ascii_digit());
+    if !leading_digit && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Cow::Borrowed(key);
+    }
+    let mut name = String::with_capacity(key.len() + 4);
+    if leading_digit {
+        name.push_str("key_");
+    }
+    name.extend(
+        key.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }),
+    );
+    Cow::Owned(name)
 }
 
 #[cfg(test)]
@@ -167,6 +190,18 @@ mod tests {
         l.set("a", "");
         assert_eq!(l.get("a"), None);
         assert_eq!(l.to_string(), "{b=\"3\"}");
+    }
+
+    #[test]
+    fn otel_keys_become_label_names() {
+        assert_eq!(otel_label_name("thread.name"), "thread_name");
+        assert_eq!(otel_label_name("http-route/v1"), "http_route_v1");
+        assert_eq!(otel_label_name("2xx"), "key_2xx");
+        assert_eq!(otel_label_name("zoné"), "zon_");
+        assert!(matches!(otel_label_name("plain_name"), Cow::Borrowed(_)));
+        for key in ["a.b", "9", "x y", "é"] {
+            assert!(crate::validate::is_valid_label_name(&otel_label_name(key)), "{key}");
+        }
     }
 
     #[test]

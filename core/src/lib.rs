@@ -20,6 +20,7 @@
 //! - [`telemetry`]: the metrics every component reports into.
 //! - [`tenant`]: the `X-Scope-OrgID` tenant id and its checks.
 //! - [`time`]: times as senders and query clients write them (unix s/ms/ns, RFC 3339, `now-1h`).
+//! - [`validate`]: one definition of a valid profile, applied at ingest and by the block reader.
 
 pub mod block;
 pub mod body;
@@ -35,6 +36,7 @@ pub mod symbols;
 pub mod telemetry;
 pub mod tenant;
 pub mod time;
+pub mod validate;
 
 pub use labels::Labels;
 pub use model::{Profile, Sample};

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::validate::{PLACEHOLDER, check_profile_type};
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProfileType {
     pub name: String,
@@ -21,25 +23,46 @@ pub struct ProfileType {
 pub struct ProfileTypeParseError(pub String);
 
 impl ProfileType {
+    /// A profile type from what a sender said, normalized as docs/profile-types.md says: an
+    /// empty name, sample type or sample unit becomes [`PLACEHOLDER`] (`unknown`), since a
+    /// profile type id needs them and real profilers send pprofs without them. The result
+    /// may still fail [`check_profile_type`] (a `:` inside a part), which ingest refuses.
+    pub fn new(
+        name: impl Into<String>,
+        sample_type: impl Into<String>,
+        sample_unit: impl Into<String>,
+        period_type: impl Into<String>,
+        period_unit: impl Into<String>,
+    ) -> Self {
+        let required = |part: String| if part.is_empty() { PLACEHOLDER.to_string() } else { part };
+        ProfileType {
+            name: required(name.into()),
+            sample_type: required(sample_type.into()),
+            sample_unit: required(sample_unit.into()),
+            period_type: period_type.into(),
+            period_unit: period_unit.into(),
+        }
+    }
+
     pub fn id(&self) -> String {
         self.to_string()
     }
 
+    /// Parses an id, with the checks ingest applies ([`check_profile_type`]).
     pub fn parse(id: &str) -> Result<Self, ProfileTypeParseError> {
         let parts: Vec<&str> = id.split(':').collect();
         let [name, sample_type, sample_unit, period_type, period_unit] = parts[..] else {
             return Err(ProfileTypeParseError(id.to_string()));
         };
-        if name.is_empty() || sample_type.is_empty() {
-            return Err(ProfileTypeParseError(id.to_string()));
-        }
-        Ok(ProfileType {
+        let t = ProfileType {
             name: name.into(),
             sample_type: sample_type.into(),
             sample_unit: sample_unit.into(),
             period_type: period_type.into(),
             period_unit: period_unit.into(),
-        })
+        };
+        check_profile_type(&t).map_err(|_| ProfileTypeParseError(id.to_string()))?;
+        Ok(t)
     }
 }
 
@@ -153,6 +176,17 @@ mod tests {
             ProfileType::parse("memory:alloc_space:bytes::").unwrap().period_type,
             ""
         );
+        assert!(ProfileType::parse("::::").is_err());
+        assert!(ProfileType::parse("cpu:cpu::cpu:nanoseconds").is_err());
+    }
+
+    #[test]
+    fn empty_required_parts_become_the_placeholder() {
+        let t = ProfileType::new("", "", "", "", "");
+        assert_eq!(t.id(), "unknown:unknown:unknown::");
+        assert_eq!(ProfileType::parse(&t.id()), Ok(t));
+        let t = ProfileType::new("wall", "wall", "nanoseconds", "", "ms");
+        assert_eq!(t.id(), "wall:wall:nanoseconds::ms");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Sections <-> bytes, and the symbol table <-> its columnar message.
 //!
-//! Decoding checks every id against the table it points into, so a reader never indexes out
-//! of bounds on a corrupt (or hostile) block.
+//! Decoding checks the columns' shape here and every id against the table it points into with
+//! [`check_symbols`], the check ingest applies to the tables it accepts, so a reader never
+//! indexes out of bounds on a corrupt (or hostile) block.
 
 use prost::Message;
 
 use super::format::{SectionRef, SymbolTable};
 use super::{BlockError, Result};
 use crate::symbols::{Function, Line, Location, Mapping, SampleLabel, Symbols};
+use crate::validate::check_symbols;
 
 /// Compresses `msg` and appends it to `out`, returning where it landed.
 pub(crate) fn write_section(out: &mut Vec<u8>, msg: &impl Message, level: i32) -> Result<SectionRef> {
@@ -98,17 +100,6 @@ pub(crate) fn encode_symbols(mut s: Symbols) -> SymbolTable {
     t
 }
 
-fn check_ids(block: &str, what: &'static str, ids: &[u32], len: usize) -> Result<()> {
-    match ids.iter().find(|&&id| id as usize >= len) {
-        Some(id) => Err(BlockError::corrupt(
-            block,
-            what,
-            format!("id {id} out of range (table has {len})"),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn same_len(block: &str, what: &'static str, lens: &[usize]) -> Result<()> {
     if lens.windows(2).all(|w| w[0] == w[1]) {
         Ok(())
@@ -148,7 +139,6 @@ fn offsets(block: &str, what: &'static str, lengths: &[u32], total: usize) -> Re
 
 pub(crate) fn decode_symbols(block: &str, t: SymbolTable) -> Result<Symbols> {
     const WHAT: &str = "symbols";
-    let strings = t.strings.len();
     same_len(
         block,
         WHAT,
@@ -190,25 +180,6 @@ pub(crate) fn decode_symbols(block: &str, t: SymbolTable) -> Result<Symbols> {
             t.label_num_unit.len(),
         ],
     )?;
-    if strings == 0 || t.mapping_filename.is_empty() || t.label_set_length.is_empty() {
-        return Err(BlockError::corrupt(block, WHAT, "missing reserved rows"));
-    }
-    for ids in [
-        &t.mapping_filename,
-        &t.mapping_build_id,
-        &t.function_name,
-        &t.function_system_name,
-        &t.function_filename,
-        &t.label_key,
-        &t.label_str,
-        &t.label_num_unit,
-    ] {
-        check_ids(block, WHAT, ids, strings)?;
-    }
-    check_ids(block, WHAT, &t.location_mapping, t.mapping_filename.len())?;
-    check_ids(block, WHAT, &t.line_function, t.function_name.len())?;
-    check_ids(block, WHAT, &t.stack_location, t.location_mapping.len())?;
-
     let mappings = (0..t.mapping_filename.len())
         .map(|i| Mapping {
             memory_start: t.mapping_memory_start[i],
@@ -249,7 +220,7 @@ pub(crate) fn decode_symbols(block: &str, t: SymbolTable) -> Result<Symbols> {
             num_unit: t.label_num_unit[i],
         })
         .collect();
-    Ok(Symbols {
+    let symbols = Symbols {
         strings: t.strings,
         mappings,
         functions,
@@ -258,5 +229,7 @@ pub(crate) fn decode_symbols(block: &str, t: SymbolTable) -> Result<Symbols> {
         stack_locations: t.stack_location,
         label_set_offsets,
         label_set_labels,
-    })
+    };
+    check_symbols(&symbols).map_err(|e| BlockError::corrupt(block, WHAT, e))?;
+    Ok(symbols)
 }

@@ -14,6 +14,7 @@ use crate::labels::Labels;
 use crate::model::{Profile, Sample};
 use crate::profile_type::ProfileType;
 use crate::symbols::Symbols;
+use crate::validate;
 
 /// How much of a block's tail the first read fetches: most footers fit, saving a round trip.
 const TAIL_READ: u64 = 64 << 10;
@@ -270,8 +271,9 @@ fn rebuild_profiles(
     Ok(profiles)
 }
 
-/// A dataset's series index, checked: its profile columns have one length, its series parse
-/// and every profile points at a series. Queries select profiles with it before (and often
+/// A dataset's series index, checked: its profile columns have one length, its series labels,
+/// profile types and profile times pass the checks ingest applies ([`validate`]), and every
+/// profile points at a series. Queries select profiles with it before (and often
 /// instead of) reading samples.
 #[derive(Clone, Debug)]
 pub struct DatasetIndex {
@@ -306,18 +308,23 @@ impl DatasetIndex {
                 if s.label_names.len() != s.label_values.len() {
                     return Err(corrupt("series label columns of different lengths"));
                 }
-                let labels = s
-                    .label_names
-                    .iter()
-                    .cloned()
-                    .zip(s.label_values.iter().cloned())
-                    .collect();
+                let pairs = || {
+                    s.label_names
+                        .iter()
+                        .map(String::as_str)
+                        .zip(s.label_values.iter().map(String::as_str))
+                };
+                validate::check_labels(pairs()).map_err(|e| corrupt(&e.to_string()))?;
+                let labels = pairs().collect();
                 let profile_type = ProfileType::parse(&s.profile_type).map_err(|e| corrupt(&e.to_string()))?;
                 Ok((labels, profile_type))
             })
             .collect::<Result<Vec<_>>>()?;
         if columns.profile_series.iter().any(|&s| s as usize >= series.len()) {
             return Err(corrupt("series id out of range"));
+        }
+        for (&timestamp, &duration) in columns.profile_timestamp_ns.iter().zip(&columns.profile_duration_ns) {
+            validate::check_time(timestamp, duration).map_err(|e| corrupt(&e.to_string()))?;
         }
         let mut sample_starts = Vec::with_capacity(n + 1);
         let mut at = 0usize;
@@ -370,23 +377,19 @@ impl DatasetIndex {
         symbols: &Symbols,
         profile: usize,
     ) -> impl Iterator<Item = Result<Sample>> + 'a {
-        let (stacks, label_sets) = (symbols.stack_count() as u64, symbols.label_set_count() as u32);
+        let (stacks, label_sets) = (symbols.stack_count(), symbols.label_set_count());
+        let start = self.sample_range(profile).start;
         let mut stack: u64 = 0;
         self.sample_range(profile).map(move |j| {
             stack += u64::from(cols.stack_delta[j]);
-            let labels = cols.label_set[j];
-            if stack >= stacks || labels >= label_sets {
-                return Err(BlockError::corrupt(
-                    name,
-                    "samples",
-                    "stack or label set id out of range",
-                ));
-            }
-            Ok(Sample {
-                stack: stack as u32,
+            let sample = Sample {
+                stack: u32::try_from(stack).unwrap_or(u32::MAX),
                 value: cols.value[j],
-                labels,
-            })
+                labels: cols.label_set[j],
+            };
+            validate::check_sample_refs(j - start, &sample, stacks, label_sets)
+                .map_err(|e| BlockError::corrupt(name, "samples", e))?;
+            Ok(sample)
         })
     }
 }

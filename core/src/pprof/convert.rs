@@ -256,13 +256,13 @@ pub fn to_profiles(p: &FlatProfile<'_>, opts: &ConvertOptions<'_>) -> Result<Vec
     });
     let mut out = Vec::with_capacity(types);
     for ((sample_type, sample_unit), samples) in type_names.into_iter().zip(per_type) {
-        let profile_type = ProfileType {
-            name: name.clone(),
+        let profile_type = ProfileType::new(
+            name.as_str(),
             sample_type,
             sample_unit,
-            period_type: period_type.clone(),
-            period_unit: period_unit.clone(),
-        };
+            period_type.as_str(),
+            period_unit.as_str(),
+        );
         let mut series = opts.series.clone();
         series.set(METRIC_NAME, profile_type.name.clone());
         series.set(PROFILE_TYPE, profile_type.id());

@@ -8,12 +8,16 @@
 //! the prost decoder on every fixture and on arbitrary bytes.
 //!
 //! Both packed and unpacked encodings of repeated scalars are accepted, as protobuf requires;
-//! unknown fields are skipped.
+//! unknown fields are skipped. Unlike prost, string table entries that are not UTF-8 are
+//! accepted, with U+FFFD in place of invalid bytes, as `go tool pprof` reads such files.
+
+use std::borrow::Cow;
 
 use prost::bytes::Buf;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
 use super::proto;
+use crate::validate::lossy_utf8;
 
 /// Why bytes are not a pprof message.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +32,6 @@ pub enum FlatError {
     },
     #[error("length-delimited field runs past the end of its message")]
     Truncated,
-    #[error("string table entry {0} is not valid UTF-8")]
-    Utf8(usize),
     #[error("more than {0} samples")]
     TooManySamples(usize),
 }
@@ -68,7 +70,8 @@ pub struct FlatProfile<'a> {
     pub locations: Vec<FlatLocation>,
     pub lines: Vec<proto::Line>,
     pub functions: Vec<proto::Function>,
-    pub strings: Vec<&'a str>,
+    /// The string table; entries that are not UTF-8 are converted with U+FFFD replacements.
+    pub strings: Vec<Cow<'a, str>>,
     pub time_nanos: i64,
     pub duration_nanos: i64,
     pub period_type: Option<proto::ValueType>,
@@ -171,9 +174,9 @@ pub fn decode(mut buf: &[u8], max_samples: usize) -> Result<FlatProfile<'_>> {
             4 => location(&mut p, message(&mut buf, wt, "location")?)?,
             5 => p.functions.push(function(message(&mut buf, wt, "function")?)?),
             6 => {
-                let bytes = message(&mut buf, wt, "string_table")?;
-                let s = std::str::from_utf8(bytes).map_err(|_| FlatError::Utf8(p.strings.len()))?;
-                p.strings.push(s);
+                // Real profilers write non-UTF-8 names (Latin-1 paths, raw C++ symbols) and
+                // `go tool pprof` reads them; they are kept with U+FFFD for invalid bytes.
+                p.strings.push(lossy_utf8(message(&mut buf, wt, "string_table")?));
             }
             9 => p.time_nanos = varint(&mut buf, wt, "time_nanos")? as i64,
             10 => p.duration_nanos = varint(&mut buf, wt, "duration_nanos")? as i64,

@@ -84,17 +84,3 @@ pub fn decode_profiles(
     })?;
     to_profiles(&profile, opts)
 }
-
-/// Decodes a pprof body into prost's message structs: the reference decoder the flat one is
-/// tested against (ingest uses [`decode_profiles`]).
-#[cfg(test)]
-pub fn decode(bytes: &[u8], limits: &Limits) -> Result<proto::Profile, PprofError> {
-    let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
-    let profile: proto::Profile = prost::Message::decode(raw.as_ref())?;
-    if profile.sample.len() > limits.max_samples {
-        return Err(PprofError::TooManySamples {
-            limit: limits.max_samples,
-        });
-    }
-    Ok(profile)
-}

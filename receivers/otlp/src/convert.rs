@@ -3,18 +3,20 @@
 //! The request-wide dictionary (strings, mappings, locations, functions, stacks, attributes)
 //! is interned into one symbol table per request; each OTLP `Profile` becomes one model
 //! profile. Resource, scope and profile attributes become series labels (`service.name` ->
-//! `service_name`, names sanitised as Pyroscope does); sample attributes become sample labels.
+//! `service_name`, other names as Prometheus' OTLP translation makes them: `k8s.pod.name` ->
+//! `k8s_pod_name`); sample attributes become sample labels.
 //! Every index is checked: a profile that points outside the dictionary is rejected on its own
 //! (the request's other profiles are kept and the answer reports a partial success).
 //! The profile type mapping is documented in docs/otlp.md.
 
 use std::sync::Arc;
 
-use flamepipe_core::labels::{METRIC_NAME, PROFILE_TYPE, SERVICE_NAME, UNKNOWN_SERVICE, sanitize_label_name};
+use flamepipe_core::labels::{METRIC_NAME, PROFILE_TYPE, SERVICE_NAME, UNKNOWN_SERVICE, otel_label_name};
 use flamepipe_core::profile_type::{
     DEFAULT_DISPLAY_NAMES, OTLP_PROFILE_NAME_ATTRIBUTE as PROFILE_NAME_ATTRIBUTE, ProfileType, pprof_profile_name,
 };
 use flamepipe_core::symbols::{Function, Line, Location, Mapping, SampleLabel};
+use flamepipe_core::validate;
 use flamepipe_core::{Labels, Profile, Sample, SymbolsBuilder};
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -78,7 +80,7 @@ pub fn convert(
         limits: *limits,
     };
     // Profiles share the request's symbols; they are frozen once all are interned.
-    let mut pending: Vec<(Labels, ProfileType, i64, i64, i64, Vec<Sample>)> = Vec::new();
+    let mut pending: Vec<(usize, Pending)> = Vec::new();
     let mut out = Converted::default();
     let mut index = 0usize;
     for resource in &request.resource_profiles {
@@ -104,7 +106,7 @@ pub fn convert(
             });
             for profile in &scope.profiles {
                 match ctx.profile(profile, &labels, now_ns, !has_cpu_time) {
-                    Ok(p) => pending.push(p),
+                    Ok(p) => pending.push((index, p)),
                     Err(Reject(why)) => {
                         out.rejected += 1;
                         out.errors.push(format!("profile {index}: {why}"));
@@ -115,24 +117,36 @@ pub fn convert(
         }
     }
     let symbols = Arc::new(ctx.builder.finish());
-    out.profiles = pending
-        .into_iter()
-        .map(
-            |(series, profile_type, timestamp_ns, duration_ns, period, samples)| Profile {
-                series,
-                profile_type,
-                timestamp_ns,
-                duration_ns,
-                period,
-                samples,
-                symbols: Arc::clone(&symbols),
-            },
-        )
-        .collect();
+    // The table is built here, so it holds only ids it handed out; checked in debug builds.
+    debug_assert_eq!(validate::check_symbols(&symbols), Ok(()));
+    for (index, (series, profile_type, timestamp_ns, duration_ns, period, samples)) in pending {
+        let profile = Profile {
+            series,
+            profile_type,
+            timestamp_ns,
+            duration_ns,
+            period,
+            samples,
+            symbols: Arc::clone(&symbols),
+        };
+        // The checks every stored profile passes, applied here profile by profile so that one
+        // bad profile is a partial success rather than a refused request.
+        match validate::check_profile(&profile) {
+            Ok(()) => out.profiles.push(profile),
+            Err(why) => {
+                out.rejected += 1;
+                out.errors.push(format!("profile {index}: {why}"));
+            }
+        }
+    }
     Ok(out)
 }
 
-/// Adds OTLP attributes as series labels: names sanitised, values as text. Keys and string
+/// A converted profile before the request's symbols are frozen:
+/// (series, type, time, duration, period, samples).
+type Pending = (Labels, ProfileType, i64, i64, i64, Vec<Sample>);
+
+/// Adds OTLP attributes as series labels: names made label names, values as text. Keys and string
 /// values may be references into the dictionary's string table (`key_strindex`,
 /// `string_value_strindex`); an unresolvable one is skipped.
 fn add_attributes(labels: &mut Labels, attributes: &[KeyValue], dict: &otlp::ProfilesDictionary) {
@@ -154,7 +168,7 @@ fn add_attributes(labels: &mut Labels, attributes: &[KeyValue], dict: &otlp::Pro
 fn set_label(labels: &mut Labels, key: &str, value: String) {
     let name = match key {
         "service.name" => SERVICE_NAME.to_string(),
-        other => sanitize_label_name(other).into_owned(),
+        other => otel_label_name(other).into_owned(),
     };
     // Reserved names come from the profile itself, never from a sender's attribute.
     if name == PROFILE_TYPE || name == METRIC_NAME || name.is_empty() {
@@ -286,15 +300,14 @@ impl Context<'_> {
         Ok(id)
     }
 
-    /// One OTLP profile: (series, type, time, duration, period, samples).
-    #[allow(clippy::type_complexity)]
+    /// One OTLP profile.
     fn profile(
         &mut self,
         p: &otlp::Profile,
         scope_labels: &Labels,
         now_ns: i64,
         counts_as_cpu: bool,
-    ) -> Result<(Labels, ProfileType, i64, i64, i64, Vec<Sample>), Reject> {
+    ) -> Result<Pending, Reject> {
         let dict = self.dict;
         let mut series = scope_labels.clone();
         let mut name_override = None;
@@ -408,13 +421,7 @@ pub fn profile_type(
             _ => None,
         };
         if let Some((name, kind)) = kind {
-            let t = ProfileType {
-                name: name.into(),
-                sample_type: kind.into(),
-                sample_unit: "nanoseconds".into(),
-                period_type: kind.into(),
-                period_unit: "nanoseconds".into(),
-            };
+            let t = ProfileType::new(name, kind, "nanoseconds", kind, "nanoseconds");
             return (t, period);
         }
     }
@@ -424,12 +431,6 @@ pub fn profile_type(
         let display = |t: &str| DEFAULT_DISPLAY_NAMES.iter().find(|(s, _)| *s == t).map(|(_, d)| *d);
         pprof_profile_name(&[sample_type], display)
     };
-    let t = ProfileType {
-        name,
-        sample_type: sample_type.into(),
-        sample_unit: sample_unit.into(),
-        period_type: period_type.into(),
-        period_unit: period_unit.into(),
-    };
+    let t = ProfileType::new(name, sample_type, sample_unit, period_type, period_unit);
     (t, 1)
 }

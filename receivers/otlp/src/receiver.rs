@@ -58,7 +58,7 @@ pub enum Error {
 impl Error {
     fn code(&self) -> Code {
         match self {
-            Error::Invalid(_) => Code::InvalidArgument,
+            Error::Invalid(_) | Error::Deliver(DeliverError::Invalid(_)) => Code::InvalidArgument,
             Error::TooLarge(_) | Error::Busy | Error::Deliver(DeliverError::PipelineFull(_)) => Code::ResourceExhausted,
             Error::Unsupported(_) => Code::Unimplemented,
             Error::Deliver(DeliverError::ShuttingDown(_) | DeliverError::Timeout | DeliverError::WriteFailed(_)) => {
@@ -69,7 +69,7 @@ impl Error {
 
     fn status(&self) -> StatusCode {
         match self {
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::Invalid(_) | Error::Deliver(DeliverError::Invalid(_)) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Busy | Error::Deliver(DeliverError::PipelineFull(_)) => StatusCode::TOO_MANY_REQUESTS,
@@ -84,6 +84,7 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::Unsupported(_) => "unsupported",
             Error::Busy => "too_many_requests",
+            Error::Deliver(DeliverError::Invalid(_)) => "invalid_profile",
             Error::Deliver(DeliverError::PipelineFull(_)) => "pipeline_full",
             Error::Deliver(DeliverError::ShuttingDown(_)) => "shutting_down",
             Error::Deliver(DeliverError::Timeout) => "ack_timeout",
@@ -215,7 +216,7 @@ impl Shared {
 
     fn refused(&self, error: &Error, transport: &'static str) {
         self.telemetry.refused(&self.id, error.reason());
-        if matches!(error, Error::Deliver(_)) {
+        if matches!(error, Error::Deliver(e) if !matches!(e, DeliverError::Invalid(_))) {
             warn!(component = %self.id, transport, reason = error.reason(), %error, "request refused");
         } else {
             debug!(component = %self.id, transport, reason = error.reason(), %error, "request refused");

@@ -28,6 +28,10 @@ pub enum Error {
         "invalid {param} time {value:?}: expected unix seconds, milliseconds, microseconds or nanoseconds, or now, now-1h and the like"
     )]
     Time { param: &'static str, value: String },
+    /// A decoded profile fails the checks every stored profile passes (a `:` in its type,
+    /// a label name, a time out of range).
+    #[error("invalid {0}")]
+    InvalidProfile(#[from] flamepipe_core::validate::InvalidProfile),
     #[error("no profiles received")]
     NoProfiles,
     #[error("unsupported format {0:?}")]
@@ -68,6 +72,7 @@ impl Error {
             Error::Protobuf(_) => "bad_protobuf",
             Error::MissingName | Error::Name(_) => "bad_name",
             Error::NoProfiles => "empty_body",
+            Error::InvalidProfile(_) => "invalid_profile",
             Error::Time { .. } => "bad_time",
             Error::Format(_) | Error::ContentType(_) => "unknown_format",
             Error::Tenant(_) => "bad_tenant",

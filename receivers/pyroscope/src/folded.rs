@@ -123,15 +123,9 @@ pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
         return Err(BodyError::Empty.into());
     }
 
-    let profile_type = ProfileType {
-        name: name.to_string(),
-        sample_type: sample_type.to_string(),
-        sample_unit: sample_unit.to_string(),
-        period_type: period_type.to_string(),
-        period_unit: period_unit.to_string(),
-    };
+    let profile_type = ProfileType::new(name, sample_type, sample_unit, period_type, period_unit);
     let mut series = opts.series.clone();
-    series.set(METRIC_NAME, name);
+    series.set(METRIC_NAME, profile_type.name.as_str());
     series.set(PROFILE_TYPE, profile_type.id());
     let samples = values
         .into_iter()

@@ -216,7 +216,8 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
             if body::is_gzip(&bytes) {
                 return pprof_profiles(params, &bytes, None, limits);
             }
-            // Text rarely decodes as protobuf at all, and never with sample types.
+            // Text rarely decodes as protobuf at all, and never with sample types; a body that
+            // is neither pprof nor UTF-8 text is taken for broken pprof.
             let error = match pprof_profiles(params, &bytes, None, limits) {
                 Ok(profiles) => return Ok(profiles),
                 Err(e) => e,
@@ -251,7 +252,8 @@ fn pprof_profiles(
 
 fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Limits) -> Result<Vec<Profile>> {
     let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
-    let text = std::str::from_utf8(&raw).map_err(|e| Error::bad_request(format!("folded body is not utf-8: {e}")))?;
+    // Stack frames named in another encoding are kept with U+FFFD, as in pprof string tables.
+    let text = flamepipe_core::validate::lossy_utf8(&raw);
     // `app.cpu` is a CPU profile of `app`. Pyroscope refuses an unknown suffix (so `my.app`
     // fails there); we take it, and a missing one, as a CPU profile of the whole name.
     let (service, kind) = match params.app.rsplit_once('.') {
@@ -263,7 +265,7 @@ fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Lim
     };
     let series = params.series(service);
     let profile = folded::to_profile(
-        text,
+        &text,
         &FoldedOptions {
             mode,
             series,

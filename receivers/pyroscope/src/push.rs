@@ -21,7 +21,7 @@ use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::body;
 use flamepipe_core::labels::{
-    Labels, METRIC_NAME, SERVICE_NAME, UNKNOWN_SERVICE, is_valid_label_name, sanitize_label_name,
+    Labels, METRIC_NAME, SERVICE_NAME, UNKNOWN_SERVICE, is_sender_label_name, sanitize_label_name,
 };
 use flamepipe_core::pprof::{self, ConvertOptions, Limits};
 use prost::Message as _;
@@ -228,7 +228,7 @@ fn series_labels(pairs: &[LabelPair]) -> Result<(Labels, Option<String>)> {
     for pair in pairs {
         if pair.name == METRIC_NAME {
             // It becomes part of the profile type id, whose parts are separated by ':'.
-            if !pair.value.is_empty() && !is_valid_label_name(&pair.value) {
+            if !pair.value.is_empty() && !is_sender_label_name(&pair.value) {
                 return Err(Error::bad_request(format!(
                     "invalid profile name {:?} in label __name__",
                     pair.value
@@ -241,7 +241,7 @@ fn series_labels(pairs: &[LabelPair]) -> Result<(Labels, Option<String>)> {
             continue;
         }
         let label = sanitize_label_name(&pair.name);
-        if !is_valid_label_name(&label) {
+        if !flamepipe_core::validate::is_valid_label_name(&label) {
             return Err(Error::bad_request(format!("invalid label name {:?}", pair.name)));
         }
         labels.set(label, pair.value.as_str());

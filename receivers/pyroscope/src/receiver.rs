@@ -189,6 +189,7 @@ impl Shared {
         deliver(&self.output, tenant, profiles, self.ack, self.ack_timeout)
             .await
             .map_err(|e| match e {
+                DeliverError::Invalid(e) => Error::InvalidProfile(e),
                 DeliverError::PipelineFull(m) => Error::PipelineFull(m),
                 DeliverError::ShuttingDown(m) => Error::ShuttingDown(m),
                 DeliverError::Timeout => Error::Timeout,
