@@ -1,16 +1,20 @@
-//! `flamepipe blocks ls|dump`: look into the blocks of an object store from the command line.
+//! `flamepipe blocks ls|dump|verify`: look into the blocks of an object store from the command
+//! line.
 //!
 //! Reads the store directly with the block reader, with no running flamepipe needed.
 //! `ls` prints one line per block; `dump` prints JSON lines: one per block (its footer) and
-//! one per stored profile (series, type, time, sample count, total, heaviest functions).
+//! one per stored profile (series, type, time, sample count, total, heaviest functions);
+//! `verify` reads every block in full and names the damaged ones, optionally moving them
+//! under `quarantine/`.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use flamepipe_core::block::{BlockReader, BlockRef, list_blocks};
+use flamepipe_core::block::{BlockReader, BlockRef, list_blocks, quarantine_path, verify_block};
 use flamepipe_core::store::{StoreLocation, StoreRegistry};
-use object_store::ObjectStore;
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 /// How many functions `dump` lists per profile.
 const TOP_FUNCTIONS: usize = 5;
@@ -52,7 +56,18 @@ pub async fn ls(url: &str, out: &mut dyn Write) -> anyhow::Result<()> {
         "BLOCK\tTENANT\tLEVEL\tMIN TIME\tMAX TIME\tPROFILES\tSAMPLES\tBYTES\tSERVICES"
     )?;
     for block in blocks {
-        let reader = BlockReader::open(Arc::clone(&store), block.path.clone()).await?;
+        let reader = match BlockReader::open(Arc::clone(&store), block.path.clone()).await {
+            Ok(reader) => reader,
+            Err(e) => {
+                let unreadable = format!("unreadable ({}): run blocks verify", e.reason());
+                writeln!(
+                    out,
+                    "{}\t{}\t-\t-\t-\t-\t-\t{}\t{unreadable}",
+                    block.id, block.tenant, block.size
+                )?;
+                continue;
+            }
+        };
         let meta = reader.meta();
         let services: Vec<&str> = meta.datasets.iter().map(|d| d.service_name.as_str()).collect();
         writeln!(
@@ -139,6 +154,66 @@ pub async fn dump(url: &str, id: Option<&str>, out: &mut dyn Write) -> anyhow::R
     Ok(())
 }
 
+/// Blocks verified at once: each is read whole, so this bounds memory as well as requests.
+const VERIFY_CONCURRENCY: usize = 4;
+
+/// Some blocks are damaged: the command fails (exit 1) after naming each of them.
+#[derive(Debug, thiserror::Error)]
+#[error("{bad} of {total} blocks cannot be read")]
+pub struct DamagedBlocks {
+    pub bad: usize,
+    pub total: usize,
+}
+
+/// Reads every block in full ([`verify_block`]) and prints one line per damaged block,
+/// `BAD <key> <reason>: <error>` (and `QUARANTINED <key> -> <new key>` when asked to move
+/// it), then a summary on `err`. Fails with [`DamagedBlocks`] if any block is damaged.
+pub async fn verify(url: &str, quarantine: bool, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let (store, blocks) = blocks(url).await?;
+    let total = blocks.len();
+    let mut checks = futures::stream::iter(blocks.into_iter().map(|block| {
+        let store = Arc::clone(&store);
+        async move {
+            let result = verify_block(store, &block).await;
+            (block, result)
+        }
+    }))
+    .buffered(VERIFY_CONCURRENCY);
+    let (mut bad, mut profiles) = (0, 0);
+    while let Some((block, result)) = checks.next().await {
+        let error = match result {
+            Ok(verified) => {
+                profiles += verified.profiles;
+                continue;
+            }
+            // A store that does not answer says nothing about the block: stop, don't guess.
+            Err(e) if !e.is_damaged_block() => return Err(e.into()),
+            Err(e) => e,
+        };
+        bad += 1;
+        writeln!(out, "BAD {} {}: {error}", block.path, error.reason())?;
+        // A block gone since the listing has nothing left to move.
+        if quarantine && error.reason() != "missing" {
+            let to = quarantine_path(&block);
+            store.rename(&block.path, &to).await?;
+            writeln!(out, "QUARANTINED {} -> {to}", block.path)?;
+        }
+    }
+    writeln!(
+        err,
+        "verified {total} blocks ({profiles} profiles in the good ones): {bad} damaged{}",
+        if quarantine && bad > 0 {
+            ", moved under quarantine/"
+        } else {
+            ""
+        }
+    )?;
+    if bad > 0 {
+        return Err(DamagedBlocks { bad, total }.into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use flamepipe_core::block::{BlockBuilder, block_path};
@@ -211,6 +286,70 @@ mod tests {
         assert_eq!(lines[1]["labels"]["service_name"], "checkout");
         assert_eq!(lines[1]["top_flat"][0], serde_json::json!(["main.work", 42]));
         assert!(dump(url, Some("01CCC"), &mut Vec::new()).await.is_err());
+    }
+
+    /// Writes a block of [`profile`] to `store`; `damage` may change its bytes first.
+    async fn put_block(store: &Arc<dyn ObjectStore>, damage: impl FnOnce(&mut Vec<u8>)) -> Ulid {
+        let mut builder = BlockBuilder::new("anonymous", 0);
+        builder.add(&profile());
+        let id = Ulid::new();
+        let mut bytes = builder.finish(id).unwrap().bytes;
+        damage(&mut bytes);
+        store.put(&block_path("anonymous", id), bytes.into()).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn verify_names_damaged_blocks_and_quarantines_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().to_str().unwrap();
+        let store = StoreRegistry::default().open(url).unwrap();
+        let good = put_block(&store, |_| {}).await;
+        let cut = put_block(&store, |b| b.truncate(b.len() - 10)).await;
+        let flipped = put_block(&store, |b| b[20] ^= 0xff).await;
+
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = verify(url, false, &mut out, &mut err).await.unwrap_err();
+        let damaged = e.downcast_ref::<DamagedBlocks>().expect("a DamagedBlocks error");
+        assert_eq!((damaged.bad, damaged.total), (2, 3));
+        let out = String::from_utf8(out).unwrap();
+        let mut bad: Vec<&str> = out.lines().collect();
+        bad.sort();
+        assert_eq!(bad.len(), 2, "{out}");
+        assert!(
+            bad.iter()
+                .any(|l| l.starts_with(&format!("BAD blocks/anonymous/{cut}.block bad_magic: "))),
+            "{out}"
+        );
+        assert!(
+            bad.iter()
+                .any(|l| l.starts_with(&format!("BAD blocks/anonymous/{flipped}.block checksum: "))),
+            "{out}"
+        );
+        assert!(!out.contains(&good.to_string()), "{out}");
+        assert!(String::from_utf8(err).unwrap().contains("verified 3 blocks"));
+
+        // ls still lists every block, marking the unreadable one.
+        let mut listing = Vec::new();
+        ls(url, &mut listing).await.unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with(&cut.to_string()) && l.contains("unreadable (bad_magic)")),
+            "{listing}"
+        );
+
+        let mut out = Vec::new();
+        assert!(verify(url, true, &mut out, &mut Vec::new()).await.is_err());
+        assert_eq!(String::from_utf8(out).unwrap().matches("QUARANTINED").count(), 2);
+        verify(url, false, &mut Vec::new(), &mut Vec::new()).await.unwrap();
+        let left = list_blocks(store.as_ref(), None).await.unwrap();
+        assert_eq!(left.iter().map(|b| b.id).collect::<Vec<_>>(), vec![good]);
+        for id in [cut, flipped] {
+            let moved = dir.path().join(format!("quarantine/blocks/anonymous/{id}.block"));
+            assert!(moved.is_file(), "{} missing", moved.display());
+        }
     }
 
     #[tokio::test]

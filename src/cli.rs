@@ -1,5 +1,5 @@
 //! The command line: `flamepipe [run] [--config FILE]`, `flamepipe validate FILE` and
-//! `flamepipe blocks ls|dump --store URL`.
+//! `flamepipe blocks ls|dump|verify --store URL`.
 //!
 //! Parsing only; `main` dispatches. Clap exits with code 2 on a usage error, which is also
 //! the code for a bad config.
@@ -64,6 +64,14 @@ pub enum BlocksCommand {
         store: StoreArg,
         /// The block id (a ULID); all blocks when omitted
         block_id: Option<String>,
+    },
+    /// Read every block in full and print one line per damaged block; exits 1 if any is
+    Verify {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Move damaged blocks under quarantine/ so that queries stop reading them
+        #[arg(long)]
+        quarantine: bool,
     },
 }
 

@@ -10,7 +10,7 @@
 //! - [`registry`]: every component type, in one list.
 //! - [`topology`]: building, running and shutting down the pipelines.
 //! - [`server`]: the HTTP servers components mount routes on, and the telemetry server.
-//! - [`blocks_cmd`]: `flamepipe blocks ls|dump`.
+//! - [`blocks_cmd`]: `flamepipe blocks ls|dump|verify`.
 //! - [`logging`]: tracing setup.
 
 mod blocks_cmd;
@@ -164,6 +164,9 @@ fn blocks(command: BlocksCommand) -> Result<(), Failure> {
             BlocksCommand::Ls(store) => blocks_cmd::ls(&store.store, &mut out).await,
             BlocksCommand::Dump { store, block_id } => {
                 blocks_cmd::dump(&store.store, block_id.as_deref(), &mut out).await
+            }
+            BlocksCommand::Verify { store, quarantine } => {
+                blocks_cmd::verify(&store.store, *quarantine, &mut out, &mut std::io::stderr()).await
             }
         }
     });

@@ -32,6 +32,7 @@ pub struct Telemetry {
     query_block_reads: Counter,
     query_read_bytes: Counter,
     queries: Family<LabelPairs, Counter>,
+    query_skipped_blocks: Family<LabelPairs, Counter>,
 }
 
 impl Default for Telemetry {
@@ -56,6 +57,7 @@ impl Telemetry {
         let query_block_reads = Counter::default();
         let query_read_bytes = Counter::default();
         let queries = Family::<LabelPairs, Counter>::default();
+        let query_skipped_blocks = Family::<LabelPairs, Counter>::default();
         registry.register(
             "receiver_accepted_profiles",
             "Profiles accepted by a receiver (one per sample type)",
@@ -111,6 +113,11 @@ impl Telemetry {
             "Queries answered, by API method and outcome (ok, invalid, canceled, error)",
             queries.clone(),
         );
+        registry.register(
+            "query_skipped_blocks",
+            "Blocks (or some of their datasets) a query skipped because they cannot be read, by reason (checksum, corrupt, bad_magic, unsupported_version, missing)",
+            query_skipped_blocks.clone(),
+        );
         Telemetry {
             registry: Mutex::new(registry),
             accepted_profiles,
@@ -124,7 +131,15 @@ impl Telemetry {
             query_block_reads,
             query_read_bytes,
             queries,
+            query_skipped_blocks,
         }
+    }
+
+    /// A query skipped a block it cannot read.
+    pub fn query_block_skipped(&self, reason: &str) {
+        self.query_skipped_blocks
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
     }
 
     /// One ranged read of a block made by a query.

@@ -39,7 +39,7 @@ use flamepipe_core::labels::Labels;
 use flamepipe_core::model::Profile;
 use flamepipe_core::pprof::{self, ConvertOptions, Limits};
 use flamepipe_core::query::merge::FlameGraphMerge;
-use flamepipe_core::query::{EngineLimits, Event, FlameGraph, FlameTree, Query, QueryEngine, Selector};
+use flamepipe_core::query::{EngineOptions, Event, FlameGraph, FlameTree, Query, QueryEngine, Selector};
 use flamepipe_core::symbols::{Symbols, SymbolsBuilder};
 use flamepipe_core::telemetry::Telemetry;
 use flamepipe_integration::measure::{median, rusage_cpu, thread_cpu};
@@ -434,7 +434,7 @@ fn main() {
         let engine = Arc::new(QueryEngine::new(
             Arc::clone(&store),
             Arc::new(Telemetry::new()),
-            EngineLimits::default(),
+            EngineOptions::default(),
             CancellationToken::new(),
         ));
         for (name, runs) in [("cold", &mut cold), ("warm", &mut warm)] {

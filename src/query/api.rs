@@ -22,7 +22,9 @@ use flamepipe_core::component::{BuildContext, BuildError, HttpMount};
 use flamepipe_core::pprof::proto;
 use flamepipe_core::query::engine::Accumulator;
 use flamepipe_core::query::merge::{Aggregation, FlameGraphMerge, ProfileMerge, SeriesLabels, SeriesMerge, SeriesSpec};
-use flamepipe_core::query::{self as core_query, Diagnostics, EngineLimits, Event, QueryEngine, QueryError};
+use flamepipe_core::query::{
+    self as core_query, Diagnostics, EngineOptions, Event, QueryEngine, QueryError, SkippedBlock,
+};
 use flamepipe_core::telemetry::Telemetry;
 use flamepipe_core::tenant::tenant;
 use prost::Message;
@@ -56,9 +58,10 @@ pub fn mount(config: QueryConfig, ctx: &BuildContext) -> Result<HttpMount, Build
         component: "query".to_string(),
         message: e.to_string(),
     })?;
-    let limits = EngineLimits {
+    let limits = EngineOptions {
         max_concurrent_reads: config.max_concurrent_reads,
-        ..EngineLimits::default()
+        unreadable_blocks: config.unreadable_blocks,
+        ..EngineOptions::default()
     };
     let engine = Arc::new(QueryEngine::new(
         store,
@@ -128,8 +131,15 @@ impl Api {
         })
     }
 
-    async fn execute<A: Accumulator>(&self, query: core_query::Query, acc: A) -> Result<A::Output, ConnectError> {
-        let (output, _) = self.engine.execute(query, acc).await.map_err(engine_error)?;
+    /// Runs a query to the end; the blocks it skipped are added to `skipped`.
+    async fn execute<A: Accumulator>(
+        &self,
+        query: core_query::Query,
+        acc: A,
+        skipped: &Skipped,
+    ) -> Result<A::Output, ConnectError> {
+        let (output, diagnostics) = self.engine.execute(query, acc).await.map_err(engine_error)?;
+        skipped.add(diagnostics.skipped);
         Ok(output)
     }
 
@@ -162,13 +172,55 @@ fn engine_error(e: QueryError) -> ConnectError {
     }
 }
 
+/// The blocks one request's queries skipped because they cannot be read. Unary answers carry
+/// them in the [`SKIPPED_HEADER`] header (streams in their result's diagnostics), a header
+/// that Grafana and other Pyroscope clients ignore.
+#[derive(Default)]
+struct Skipped(std::sync::Mutex<Vec<SkippedBlock>>);
+
+/// Names the blocks a unary answer left out: `<block id>;reason=<reason>`, comma separated.
+const SKIPPED_HEADER: &str = "flamepipe-skipped-blocks";
+/// Blocks named in the header at most (the count of the rest follows as `+<n>`).
+const SKIPPED_HEADER_MAX: usize = 32;
+
+impl Skipped {
+    fn add(&self, blocks: Vec<SkippedBlock>) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for block in blocks {
+            if !all.iter().any(|b| b.path == block.path) {
+                all.push(block);
+            }
+        }
+    }
+
+    /// Adds the header to `response` when blocks were skipped.
+    fn annotate(&self, mut response: Response) -> Response {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.is_empty() {
+            return response;
+        }
+        let mut value: Vec<String> = all
+            .iter()
+            .take(SKIPPED_HEADER_MAX)
+            .map(|b| format!("{};reason={}", b.id, b.reason))
+            .collect();
+        if all.len() > SKIPPED_HEADER_MAX {
+            value.push(format!("+{}", all.len() - SKIPPED_HEADER_MAX));
+        }
+        if let Ok(value) = HeaderValue::from_str(&value.join(", ")) {
+            response.headers_mut().insert(SKIPPED_HEADER, value);
+        }
+        response
+    }
+}
+
 /// Runs one unary method: decode, tenant, slot, `run`, encode.
 async fn unary<Req, Resp, Fut>(
     api: &Arc<Api>,
     method: &'static str,
     headers: &HeaderMap,
     body: &[u8],
-    run: impl FnOnce(Arc<Api>, Arc<str>, Req) -> Fut,
+    run: impl FnOnce(Arc<Api>, Arc<str>, Req, Arc<Skipped>) -> Fut,
 ) -> Response
 where
     Req: prost::Message + Default + serde::de::DeserializeOwned,
@@ -176,17 +228,18 @@ where
     Fut: Future<Output = Result<Resp, ConnectError>>,
 {
     let mut codec = Codec::Json;
+    let skipped = Arc::new(Skipped::default());
     let result = async {
         let (c, request) = connect::unary_request::<Req>(headers, body, api.config.max_request_bytes.0)?;
         codec = c;
         let tenant = api.tenant(headers)?;
         let _slot = api.slot()?;
-        run(Arc::clone(api), tenant, request).await
+        run(Arc::clone(api), tenant, request, Arc::clone(&skipped)).await
     }
     .await;
     api.record(method, &result);
     match result {
-        Ok(response) => connect::unary_response(codec, &response),
+        Ok(response) => skipped.annotate(connect::unary_response(codec, &response)),
         Err(e) => e.into_response(),
     }
 }
@@ -201,9 +254,10 @@ async fn series_labels(
     tenant: &str,
     matchers: &[String],
     range: (i64, i64),
+    skipped: &Skipped,
 ) -> Result<Vec<(flamepipe_core::Labels, flamepipe_core::ProfileType)>, ConnectError> {
     let query = params::matchers(tenant, matchers, range)?;
-    api.execute(query, SeriesLabels::default()).await
+    api.execute(query, SeriesLabels::default(), skipped).await
 }
 
 async fn profile_types(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
@@ -212,9 +266,9 @@ async fn profile_types(State(api): Shared, headers: HeaderMap, body: Bytes) -> R
         "ProfileTypes",
         &headers,
         &body,
-        |api, tenant, req: msg::ProfileTypesRequest| async move {
+        |api, tenant, req: msg::ProfileTypesRequest, skipped| async move {
             let range = params::range_ms(req.start, req.end)?;
-            let series = series_labels(&api, &tenant, &[], range).await?;
+            let series = series_labels(&api, &tenant, &[], range, &skipped).await?;
             let mut types: Vec<_> = series.into_iter().map(|(_, t)| t).collect();
             types.sort();
             types.dedup();
@@ -244,8 +298,9 @@ async fn profile_stats(State(api): Shared, headers: HeaderMap, body: Bytes) -> R
         "GetProfileStats",
         &headers,
         &body,
-        |api, tenant, _: msg::GetProfileStatsRequest| async move {
-            let bounds = api.engine.time_bounds(&tenant).await.map_err(engine_error)?;
+        |api, tenant, _: msg::GetProfileStatsRequest, skipped| async move {
+            let (bounds, skipped_blocks) = api.engine.time_bounds(&tenant).await.map_err(engine_error)?;
+            skipped.add(skipped_blocks);
             let (oldest, newest) = bounds.unwrap_or((0, 0));
             Ok(msg::GetProfileStatsResponse {
                 data_ingested: bounds.is_some(),
@@ -263,9 +318,9 @@ async fn label_names(State(api): Shared, headers: HeaderMap, body: Bytes) -> Res
         "LabelNames",
         &headers,
         &body,
-        |api, tenant, req: msg::LabelNamesRequest| async move {
+        |api, tenant, req: msg::LabelNamesRequest, skipped| async move {
             let range = params::range_ms(req.start, req.end)?;
-            let series = series_labels(&api, &tenant, &req.matchers, range).await?;
+            let series = series_labels(&api, &tenant, &req.matchers, range, &skipped).await?;
             let mut names: Vec<String> = series
                 .iter()
                 .flat_map(|(labels, _)| labels.iter().map(|(n, _)| n.to_string()))
@@ -284,12 +339,12 @@ async fn label_values(State(api): Shared, headers: HeaderMap, body: Bytes) -> Re
         "LabelValues",
         &headers,
         &body,
-        |api, tenant, req: msg::LabelValuesRequest| async move {
+        |api, tenant, req: msg::LabelValuesRequest, skipped| async move {
             if req.name.is_empty() {
                 return Err(ConnectError::invalid("name: a label name is required"));
             }
             let range = params::range_ms(req.start, req.end)?;
-            let series = series_labels(&api, &tenant, &req.matchers, range).await?;
+            let series = series_labels(&api, &tenant, &req.matchers, range, &skipped).await?;
             let mut names: Vec<String> = series
                 .iter()
                 .filter_map(|(labels, _)| labels.get(&req.name).map(str::to_string))
@@ -308,9 +363,9 @@ async fn series(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response
         "Series",
         &headers,
         &body,
-        |api, tenant, req: msg::SeriesRequest| async move {
+        |api, tenant, req: msg::SeriesRequest, skipped| async move {
             let range = params::range_ms(req.start, req.end)?;
-            let series = series_labels(&api, &tenant, &req.matchers, range).await?;
+            let series = series_labels(&api, &tenant, &req.matchers, range, &skipped).await?;
             let mut sets: Vec<Vec<msg::LabelPair>> = series
                 .iter()
                 .map(|(labels, _)| {
@@ -382,9 +437,11 @@ async fn select_merge_stacktraces(State(api): Shared, headers: HeaderMap, body: 
         "SelectMergeStacktraces",
         &headers,
         &body,
-        |api, tenant, req: msg::SelectMergeStacktracesRequest| async move {
+        |api, tenant, req: msg::SelectMergeStacktracesRequest, skipped| async move {
             let (selection, max_nodes) = flamegraph_request(&api, &tenant, &req)?;
-            let graph = api.execute(selection.query, FlameGraphMerge::new(max_nodes)).await?;
+            let graph = api
+                .execute(selection.query, FlameGraphMerge::new(max_nodes), &skipped)
+                .await?;
             Ok(msg::SelectMergeStacktracesResponse {
                 flamegraph: Some(flamegraph_message(graph)),
             })
@@ -410,6 +467,7 @@ fn profile_request(
 async fn select_merge_profile(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
     // The answer is a pprof profile; its JSON form is written by hand (`pprof_json`).
     let mut codec = Codec::Json;
+    let skipped = Skipped::default();
     let result = async {
         let (c, req) =
             connect::unary_request::<msg::SelectMergeProfileRequest>(&headers, &body, api.config.max_request_bytes.0)?;
@@ -417,17 +475,19 @@ async fn select_merge_profile(State(api): Shared, headers: HeaderMap, body: Byte
         let tenant = api.tenant(&headers)?;
         let _slot = api.slot()?;
         let (selection, merge) = profile_request(&tenant, &req)?;
-        api.execute(selection.query, merge).await
+        api.execute(selection.query, merge, &skipped).await
     }
     .await;
     api.record("SelectMergeProfile", &result);
     match (result, codec) {
-        (Ok(profile), Codec::Proto) => connect::unary_response(codec, &PprofProto(profile)),
-        (Ok(profile), Codec::Json) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            pprof_json(&profile).to_string(),
-        )
-            .into_response(),
+        (Ok(profile), Codec::Proto) => skipped.annotate(connect::unary_response(codec, &PprofProto(profile))),
+        (Ok(profile), Codec::Json) => skipped.annotate(
+            (
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                pprof_json(&profile).to_string(),
+            )
+                .into_response(),
+        ),
         (Err(e), _) => e.into_response(),
     }
 }
@@ -554,9 +614,9 @@ async fn select_series(State(api): Shared, headers: HeaderMap, body: Bytes) -> R
         "SelectSeries",
         &headers,
         &body,
-        |api, tenant, req: msg::SelectSeriesRequest| async move {
+        |api, tenant, req: msg::SelectSeriesRequest, skipped| async move {
             let (selection, merge) = series_request(&tenant, &req)?;
-            let series = api.execute(selection.query, merge).await?;
+            let series = api.execute(selection.query, merge, &skipped).await?;
             Ok(msg::SelectSeriesResponse {
                 series: series_messages(series),
             })
@@ -629,6 +689,15 @@ fn diagnostics_message(d: Diagnostics) -> msg::QueryDiagnostics {
             .map(|(stage, d)| msg::StageTiming {
                 stage: stage.to_string(),
                 duration_ns: ns(d),
+            })
+            .collect(),
+        skipped_blocks: d
+            .skipped
+            .into_iter()
+            .map(|s| msg::SkippedBlock {
+                block_id: s.id,
+                reason: s.reason.to_string(),
+                message: s.message,
             })
             .collect(),
     }
@@ -894,6 +963,7 @@ fn plain_error(e: ConnectError) -> Response {
 }
 
 async fn render(State(api): Shared, headers: HeaderMap, QueryParams(params): Params) -> Response {
+    let skipped = Skipped::default();
     let result = async {
         let (selection, max_nodes) = http_flamegraph(&api, &headers, &params)?;
         let _slot = api.slot()?;
@@ -912,8 +982,8 @@ async fn render(State(api): Shared, headers: HeaderMap, QueryParams(params): Par
             None,
         );
         let (graph, series) = tokio::try_join!(
-            api.execute(selection.query.clone(), FlameGraphMerge::new(max_nodes)),
-            api.execute(series_query, timeline),
+            api.execute(selection.query.clone(), FlameGraphMerge::new(max_nodes), &skipped),
+            api.execute(series_query, timeline, &skipped),
         )?;
         Ok(flamebearer(
             &selection.profile_type,
@@ -927,7 +997,7 @@ async fn render(State(api): Shared, headers: HeaderMap, QueryParams(params): Par
     .await;
     api.record("render", &result);
     match result {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response(),
+        Ok(body) => skipped.annotate(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()),
         Err(e) => plain_error(e),
     }
 }
@@ -981,6 +1051,7 @@ fn flamebearer(
 }
 
 async fn pprof_download(State(api): Shared, headers: HeaderMap, QueryParams(params): Params) -> Response {
+    let skipped = Skipped::default();
     let result = async {
         let (selection, _) = http_flamegraph(&api, &headers, &params)?;
         let _slot = api.slot()?;
@@ -989,7 +1060,7 @@ async fn pprof_download(State(api): Shared, headers: HeaderMap, QueryParams(para
             selection.query.start_ns,
             selection.query.end_ns,
         );
-        let profile = api.execute(selection.query, merge).await?;
+        let profile = api.execute(selection.query, merge, &skipped).await?;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&profile.encode_to_vec())
             .and_then(|_| gz.finish())
@@ -998,14 +1069,16 @@ async fn pprof_download(State(api): Shared, headers: HeaderMap, QueryParams(para
     .await;
     api.record("pprof", &result);
     match result {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"profile.pb.gz\""),
-            ],
-            body,
-        )
-            .into_response(),
+        Ok(body) => skipped.annotate(
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CONTENT_DISPOSITION, "attachment; filename=\"profile.pb.gz\""),
+                ],
+                body,
+            )
+                .into_response(),
+        ),
         Err(e) => plain_error(e),
     }
 }

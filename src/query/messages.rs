@@ -522,6 +522,21 @@ pub struct QueryDiagnostics {
     pub duration_ns: i64,
     #[prost(message, repeated, tag = "6")]
     pub stages: Vec<StageTiming>,
+    /// Blocks the query could not read (all or some of their datasets) and left out.
+    #[prost(message, repeated, tag = "7")]
+    pub skipped_blocks: Vec<SkippedBlock>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SkippedBlock {
+    #[prost(string, tag = "1")]
+    pub block_id: String,
+    /// `checksum`, `corrupt`, `bad_magic`, `unsupported_version` or `missing`.
+    #[prost(string, tag = "2")]
+    pub reason: String,
+    #[prost(string, tag = "3")]
+    pub message: String,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]

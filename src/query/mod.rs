@@ -1,4 +1,4 @@
-//! The query API (issue 3): Pyroscope's `querier.v1.QuerierService` over Connect, its
+//! The query API: Pyroscope's `querier.v1.QuerierService` over Connect, its
 //! `/pyroscope/render` flamebearer endpoint, pprof downloads, and flamepipe's streaming
 //! queries (Connect server streaming and NDJSON). See docs/query-api.md.
 //!
@@ -17,6 +17,7 @@ mod params;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
+use flamepipe_core::query::UnreadableBlocks;
 use flamepipe_core::store::StoreLocation;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,9 @@ pub struct QueryConfig {
     pub max_nodes_limit: u32,
     /// Largest request body. Default `1MiB`.
     pub max_request_bytes: ByteSize,
+    /// What a query does with a block it cannot read (bad checksum, truncated, refused by
+    /// the reader, gone): `skip` it and name it in the answer (default), or `fail`.
+    pub unreadable_blocks: UnreadableBlocks,
 }
 
 impl Default for QueryConfig {
@@ -56,6 +60,7 @@ impl Default for QueryConfig {
             max_nodes: 8192,
             max_nodes_limit: 1 << 20,
             max_request_bytes: ByteSize::mib(1),
+            unreadable_blocks: UnreadableBlocks::Skip,
         }
     }
 }

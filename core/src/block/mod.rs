@@ -12,10 +12,12 @@ pub mod paths;
 mod reader;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 pub use builder::{BlockBuilder, EncodedBlock};
-pub use paths::{BlockRef, block_path, list_blocks};
+pub use paths::{BlockRef, block_path, list_blocks, quarantine_path};
 pub use reader::{BlockReader, DatasetIndex, RawSection, SectionKind, decode_block};
+pub use verify::{Verified, verify_block};
 
 pub type Result<T, E = BlockError> = std::result::Result<T, E>;
 
@@ -44,6 +46,29 @@ pub enum BlockError {
 }
 
 impl BlockError {
+    /// A short stable name for the kind of failure (metrics `reason` label, diagnostics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BlockError::BadMagic { .. } => "bad_magic",
+            BlockError::UnsupportedVersion { .. } => "unsupported_version",
+            BlockError::Checksum { .. } => "checksum",
+            BlockError::Corrupt { .. } => "corrupt",
+            BlockError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            } => "missing",
+            BlockError::Store { .. } => "store",
+            BlockError::Encode(_) => "encode",
+        }
+    }
+
+    /// Whether the block itself is at fault (damaged, truncated, unreadable by this version,
+    /// or gone), as opposed to the store failing to answer: a query may skip such a block,
+    /// while a store error would fail the next read as well.
+    pub fn is_damaged_block(&self) -> bool {
+        !matches!(self.reason(), "store" | "encode")
+    }
+
     pub(crate) fn corrupt(block: &str, what: &'static str, detail: impl ToString) -> Self {
         BlockError::Corrupt {
             block: block.to_string(),

@@ -1,7 +1,8 @@
 //! Object keys of blocks: the one place that knows them.
 //!
 //! `blocks/<tenant>/<ULID>.block`. Listing a tenant is one prefix listing; the ULID sorts
-//! blocks by creation time.
+//! blocks by creation time. Damaged blocks moved aside live under `quarantine/`, which no
+//! listing of blocks sees.
 
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -11,10 +12,18 @@ use ulid::Ulid;
 use super::{BlockError, Result};
 
 pub const BLOCKS_PREFIX: &str = "blocks";
+/// Where `flamepipe blocks verify --quarantine` moves damaged blocks: out of every listing,
+/// kept for inspection.
+pub const QUARANTINE_PREFIX: &str = "quarantine";
 const SUFFIX: &str = ".block";
 
 pub fn block_path(tenant: &str, id: Ulid) -> Path {
     Path::from(format!("{BLOCKS_PREFIX}/{tenant}/{id}{SUFFIX}"))
+}
+
+/// Where a damaged block is moved: `quarantine/blocks/<tenant>/<ULID>.block`.
+pub fn quarantine_path(block: &BlockRef) -> Path {
+    Path::from(format!("{QUARANTINE_PREFIX}/{}", block.path))
 }
 
 /// A block found in a store.
@@ -82,5 +91,14 @@ mod tests {
         assert_eq!(parse_block_path(&p), Some(("acme".to_string(), id)));
         assert_eq!(parse_block_path(&Path::from("blocks/acme/x.tmp")), None);
         assert_eq!(parse_block_path(&Path::from("other/acme/x.block")), None);
+        let block = BlockRef {
+            tenant: "acme".into(),
+            id,
+            path: p.clone(),
+            size: 0,
+        };
+        let moved = quarantine_path(&block);
+        assert_eq!(moved.to_string(), format!("quarantine/{p}"));
+        assert_eq!(parse_block_path(&moved), None);
     }
 }

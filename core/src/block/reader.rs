@@ -125,10 +125,16 @@ impl BlockReader {
 
     /// Every profile of a dataset, rebuilt in full.
     pub async fn profiles(&self, ds: &Dataset) -> Result<Vec<Profile>> {
-        let index = self.index(ds).await?;
+        Ok(self.indexed_profiles(ds).await?.1)
+    }
+
+    /// A dataset's checked index and its profiles, rebuilt in full in index order.
+    pub async fn indexed_profiles(&self, ds: &Dataset) -> Result<(DatasetIndex, Vec<Profile>)> {
+        let index = self.dataset_index(ds).await?;
         let symbols = self.symbols(ds).await?;
         let samples = self.samples(ds).await?;
-        rebuild_profiles(&self.name, index, Arc::new(symbols), samples)
+        let profiles = rebuild_profiles(&self.name, &index, Arc::new(symbols), samples)?;
+        Ok((index, profiles))
     }
 }
 
@@ -238,18 +244,18 @@ pub fn decode_block(name: &str, bytes: &[u8]) -> Result<(BlockMeta, Vec<Vec<Prof
         let symbols = decode_symbols(name, read_section(name, "symbols", &s, b)?)?;
         let (s, b) = slice(&ds.samples, "samples")?;
         let samples: SampleColumns = read_section(name, "samples", &s, b)?;
-        datasets.push(rebuild_profiles(name, index, Arc::new(symbols), samples)?);
+        let index = DatasetIndex::new(name, index)?;
+        datasets.push(rebuild_profiles(name, &index, Arc::new(symbols), samples)?);
     }
     Ok((meta, datasets))
 }
 
 fn rebuild_profiles(
     name: &str,
-    index: SeriesIndex,
+    index: &DatasetIndex,
     symbols: Arc<Symbols>,
     cols: SampleColumns,
 ) -> Result<Vec<Profile>> {
-    let index = DatasetIndex::new(name, index)?;
     index.check_samples(name, &cols)?;
     let mut profiles = Vec::with_capacity(index.profile_count());
     for i in 0..index.profile_count() {

@@ -193,3 +193,60 @@ proptest::proptest! {
         let _ = decode_block("fuzz", &bytes);
     }
 }
+
+/// A block of two datasets (two services) built from real fixtures, with its id.
+fn two_dataset_block() -> (Ulid, Vec<u8>) {
+    let mut builder = BlockBuilder::new("t1", 0);
+    for (service, path) in ["api", "db"].into_iter().zip(fixtures("pprof").iter().take(2)) {
+        for mut p in convert(path) {
+            p.series.set("service_name", service);
+            builder.add(&p);
+        }
+    }
+    let id = Ulid::new();
+    (id, builder.finish(id).unwrap().bytes)
+}
+
+async fn verify_bytes(id: Ulid, bytes: Vec<u8>) -> Result<Verified> {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let path = block_path("t1", id);
+    store.put(&path, bytes.into()).await.unwrap();
+    let block = list_blocks(store.as_ref(), None).await.unwrap().remove(0);
+    verify_block(store, &block).await
+}
+
+#[tokio::test]
+async fn verify_reads_a_good_block_whole() {
+    let (id, bytes) = two_dataset_block();
+    let verified = verify_bytes(id, bytes.clone()).await.unwrap();
+    let (meta, datasets) = decode_block("b", &bytes).unwrap();
+    assert_eq!(verified.datasets, 2);
+    assert_eq!(verified.profiles, meta.profile_count);
+    assert_eq!(verified.samples, meta.sample_count);
+    assert_eq!(verified.profiles, datasets.iter().map(Vec::len).sum::<usize>() as u64);
+    // A block stored under another id than its footer's is not what it claims to be.
+    let e = verify_bytes(Ulid::new(), bytes).await.unwrap_err();
+    assert_eq!(e.reason(), "corrupt", "{e}");
+}
+
+#[tokio::test]
+async fn verify_finds_every_flipped_byte_and_every_cut() {
+    // Every byte of a block is covered by a magic, a checksum or the trailer's fields, so a
+    // flip anywhere is found; a query reading only some sections would miss most of these.
+    let (id, good) = two_dataset_block();
+    let step = (good.len() / 600).max(1);
+    for at in (0..good.len()).step_by(step).chain([good.len() - 1]) {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x5a;
+        let e = verify_bytes(id, bytes)
+            .await
+            .expect_err(&format!("a flip at byte {at} went unnoticed"));
+        assert!(e.is_damaged_block(), "{e}");
+    }
+    for keep in [0, 10, good.len() / 2, good.len() - 1] {
+        let e = verify_bytes(id, good[..keep].to_vec())
+            .await
+            .expect_err("a cut block passed");
+        assert!(e.is_damaged_block(), "{e}");
+    }
+}

@@ -13,8 +13,15 @@
 //! snapshots are rendered only when the slot is free, so a slow client gets fewer snapshots,
 //! never a growing queue. When the client goes away the channel closes, the driver returns
 //! and dropping its task set aborts every read in flight.
+//!
+//! A damaged block (bad checksum, truncated, refused by the reader, gone) does not fail the
+//! query: by default ([`UnreadableBlocks::Skip`]) the query answers from what it can read and
+//! lists what it skipped in [`Diagnostics::skipped`]: a whole block when its footer cannot be
+//! read, else the datasets whose sections cannot (a block's other datasets are checked on
+//! their own and still count). Store errors (the store not answering) still fail the query,
+//! since skipping would hide data that is there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Selector;
 use crate::block::format::{BlockMeta, Dataset, SampleColumns};
-use crate::block::{BlockError, BlockReader, DatasetIndex, SectionKind, list_blocks};
+use crate::block::{BlockError, BlockReader, BlockRef, DatasetIndex, SectionKind, list_blocks};
 use crate::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
 use crate::profile_type::ProfileType;
 use crate::symbols::Symbols;
@@ -159,6 +166,31 @@ pub struct Diagnostics {
     pub profiles_merged: u64,
     pub duration: Duration,
     pub stages: Vec<(&'static str, Duration)>,
+    /// Blocks the query could not read (all or some of their datasets), once each.
+    pub skipped: Vec<SkippedBlock>,
+}
+
+/// A block a query skipped, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedBlock {
+    /// The block's id (its ULID).
+    pub id: String,
+    /// Its object key.
+    pub path: String,
+    /// [`BlockError::reason`]: `checksum`, `corrupt`, `bad_magic`, `unsupported_version`, `missing`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a query does with a block it cannot read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreadableBlocks {
+    /// Answer from the other blocks and report the skipped ones (the default).
+    #[default]
+    Skip,
+    /// Fail the query, naming the block.
+    Fail,
 }
 
 pub enum Event<O> {
@@ -180,28 +212,35 @@ pub enum QueryError {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct EngineLimits {
+pub struct EngineOptions {
     /// Block reads (footers, or datasets) in flight per query.
     pub max_concurrent_reads: usize,
     /// Footers kept in memory.
     pub footer_cache_entries: usize,
+    pub unreadable_blocks: UnreadableBlocks,
 }
 
-impl Default for EngineLimits {
+impl Default for EngineOptions {
     fn default() -> Self {
-        EngineLimits {
+        EngineOptions {
             max_concurrent_reads: 16,
             footer_cache_entries: 100_000,
+            unreadable_blocks: UnreadableBlocks::Skip,
         }
     }
 }
+
+/// Damaged blocks remembered so that each is logged once, not once per query.
+const WARNED_BLOCKS_MAX: usize = 10_000;
 
 /// Runs queries over the blocks of one object store.
 pub struct QueryEngine {
     store: Arc<dyn ObjectStore>,
     telemetry: Arc<Telemetry>,
-    limits: EngineLimits,
+    limits: EngineOptions,
     footers: Mutex<HashMap<Path, Arc<BlockMeta>>>,
+    /// Damaged blocks already logged.
+    warned: Mutex<HashSet<Path>>,
     /// Decodes at once (CPU-bound, so one per core): with more, every dataset of a query
     /// would finish at about the same time and the first snapshot would come late.
     decode_slots: Arc<Semaphore>,
@@ -210,6 +249,7 @@ pub struct QueryEngine {
 
 /// One dataset to read.
 struct Task {
+    /// Position of its block in the query's plan.
     block: usize,
     reader: Arc<BlockReader>,
     dataset: usize,
@@ -230,8 +270,13 @@ struct TaskStats {
     extract: Duration,
 }
 
-/// A finished read: the block it belonged to, the part (none when no profile matched), stats.
-type TaskResult<P> = Result<(usize, Option<P>, TaskStats), QueryError>;
+/// A finished read: the block it belonged to, the bytes planned for it, and the part (none
+/// when no profile matched) with stats, or why the dataset could not be read.
+struct TaskDone<P> {
+    block: usize,
+    planned_bytes: u64,
+    result: Result<(Option<P>, TaskStats), QueryError>,
+}
 
 struct Sink<'a, O> {
     tx: &'a mpsc::Sender<Result<Event<O>, QueryError>>,
@@ -242,7 +287,7 @@ impl QueryEngine {
     pub fn new(
         store: Arc<dyn ObjectStore>,
         telemetry: Arc<Telemetry>,
-        limits: EngineLimits,
+        limits: EngineOptions,
         shutdown: CancellationToken,
     ) -> Self {
         QueryEngine {
@@ -250,6 +295,7 @@ impl QueryEngine {
             telemetry,
             limits,
             footers: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
             decode_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
@@ -257,21 +303,69 @@ impl QueryEngine {
         }
     }
 
-    /// The earliest and latest profile times (ns) in a tenant's blocks, from their footers;
-    /// `None` when the tenant has no blocks.
-    pub async fn time_bounds(&self, tenant: &str) -> Result<Option<(i64, i64)>, QueryError> {
+    /// The earliest and latest profile times (ns) in a tenant's blocks, from their footers
+    /// (`None` when the tenant has no readable blocks), and the blocks skipped.
+    pub async fn time_bounds(&self, tenant: &str) -> Result<(Option<(i64, i64)>, Vec<SkippedBlock>), QueryError> {
         let blocks = list_blocks(self.store.as_ref(), Some(tenant)).await?;
-        let mut footers = futures::stream::iter(blocks.into_iter().map(|b| async move { self.footer(&b.path).await }))
-            .buffer_unordered(self.limits.max_concurrent_reads.max(1));
+        let mut footers = futures::stream::iter(blocks.into_iter().map(|b| async move {
+            let footer = self.footer(&b.path).await;
+            (b, footer)
+        }))
+        .buffer_unordered(self.limits.max_concurrent_reads.max(1));
         let mut bounds: Option<(i64, i64)> = None;
-        while let Some(reader) = footers.next().await {
-            let meta = reader?.meta().clone();
+        let mut skipped = Vec::new();
+        while let Some((block, reader)) = footers.next().await {
+            let reader = match reader {
+                Ok(reader) => reader,
+                Err(e) => {
+                    self.skip(&block.id.to_string(), &block.path, e, &mut skipped)?;
+                    continue;
+                }
+            };
+            let meta = reader.meta().clone();
             for ds in &meta.datasets {
                 let (min, max) = bounds.unwrap_or((ds.min_time_ns, ds.max_time_ns));
                 bounds = Some((min.min(ds.min_time_ns), max.max(ds.max_time_ns)));
             }
         }
-        Ok(bounds)
+        Ok((bounds, skipped))
+    }
+
+    /// Handles a block that could not be read: fails the query when the options say so or
+    /// the store (not the block) failed; otherwise records it once in `skipped`, counts it and
+    /// logs it (once per block for the life of the process).
+    fn skip(
+        &self,
+        id: &str,
+        path: &Path,
+        error: BlockError,
+        skipped: &mut Vec<SkippedBlock>,
+    ) -> Result<(), QueryError> {
+        if self.limits.unreadable_blocks == UnreadableBlocks::Fail || !error.is_damaged_block() {
+            return Err(error.into());
+        }
+        let reason = error.reason();
+        self.telemetry.query_block_skipped(reason);
+        let first_time = {
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            if warned.len() >= WARNED_BLOCKS_MAX {
+                warned.clear();
+            }
+            warned.insert(path.clone())
+        };
+        if first_time {
+            tracing::warn!(component = "query", block = %path, reason, error = %error, "skipping a block that cannot be read");
+        }
+        let path = path.to_string();
+        if !skipped.iter().any(|s| s.path == path) {
+            skipped.push(SkippedBlock {
+                id: id.to_string(),
+                path,
+                reason,
+                message: error.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Runs a query to the end.
@@ -376,25 +470,37 @@ impl QueryEngine {
             listed = list_blocks(self.store.as_ref(), Some(&query.tenant)) => listed?,
             e = self.stopped(&sink) => return Err(e),
         };
-        let mut footers = futures::stream::iter(blocks.into_iter().map(|b| async move { self.footer(&b.path).await }))
-            .buffer_unordered(self.limits.max_concurrent_reads.max(1));
+        let mut footers = futures::stream::iter(blocks.into_iter().map(|b| async move {
+            let footer = self.footer(&b.path).await;
+            (b, footer)
+        }))
+        .buffer_unordered(self.limits.max_concurrent_reads.max(1));
         let mut plan = Plan::default();
         let mut tasks: Vec<Task> = Vec::new();
-        let mut block_remaining: Vec<u64> = Vec::new();
+        // Per planned block: its id and key, and how many of its datasets are still to read.
+        let mut planned: Vec<(BlockRef, u64)> = Vec::new();
+        let mut skipped: Vec<SkippedBlock> = Vec::new();
         let mut last_plan = Instant::now();
         loop {
-            let reader = tokio::select! {
+            let (block_ref, reader) = tokio::select! {
                 next = footers.next() => match next {
-                    Some(reader) => reader?,
+                    Some(next) => next,
                     None => break,
                 },
                 e = self.stopped(&sink) => return Err(e),
+            };
+            let reader = match reader {
+                Ok(reader) => reader,
+                Err(e) => {
+                    self.skip(&block_ref.id.to_string(), &block_ref.path, e, &mut skipped)?;
+                    continue;
+                }
             };
             let meta = reader.meta();
             if !query.overlaps(meta.min_time_ns, meta.max_time_ns) {
                 continue;
             }
-            let block = block_remaining.len();
+            let block = planned.len();
             let mut datasets = 0;
             for (i, ds) in meta.datasets.iter().enumerate() {
                 if !query.may_match(ds) {
@@ -417,7 +523,7 @@ impl QueryEngine {
                 plan.bytes_total += bytes;
             }
             if datasets > 0 {
-                block_remaining.push(datasets);
+                planned.push((block_ref, datasets));
                 plan.blocks_total += 1;
                 plan.datasets_total += datasets;
             }
@@ -445,7 +551,7 @@ impl QueryEngine {
         let mut diagnostics = Diagnostics::default();
         let (mut index_time, mut fetch_time, mut decode_time, mut extract_time, mut merge_time) = Default::default();
         let mut pending = tasks.into_iter();
-        let mut running: JoinSet<TaskResult<A::Part>> = JoinSet::new();
+        let mut running: JoinSet<TaskDone<A::Part>> = JoinSet::new();
         let mut last_snapshot: Option<Instant> = None;
         loop {
             while running.len() < self.limits.max_concurrent_reads.max(1) {
@@ -464,7 +570,26 @@ impl QueryEngine {
                 e = self.stopped(&sink) => return Err(e),
             };
             let Some(joined) = joined else { break };
-            let (block, part, stats) = joined.map_err(|e| QueryError::Worker(e.to_string()))??;
+            let TaskDone {
+                block,
+                planned_bytes,
+                result,
+            } = joined.map_err(|e| QueryError::Worker(e.to_string()))?;
+            let (block_ref, remaining) = &mut planned[block];
+            *remaining -= 1;
+            if *remaining == 0 {
+                progress.blocks_done += 1;
+            }
+            progress.datasets_done += 1;
+            let (part, stats) = match result {
+                Ok(done) => done,
+                Err(QueryError::Block(e)) => {
+                    self.skip(&block_ref.id.to_string(), &block_ref.path, e, &mut skipped)?;
+                    progress.bytes_total = progress.bytes_total.saturating_sub(planned_bytes);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let merge_started = Instant::now();
             if let Some(part) = part {
                 acc.merge(part);
@@ -477,13 +602,8 @@ impl QueryEngine {
             diagnostics.blocks_read += stats.reads;
             diagnostics.bytes_read += stats.bytes_read;
             progress.profiles_merged += stats.profiles;
-            progress.datasets_done += 1;
             progress.bytes_done += stats.bytes_read;
             progress.bytes_total -= stats.bytes_skipped;
-            block_remaining[block] -= 1;
-            if block_remaining[block] == 0 {
-                progress.blocks_done += 1;
-            }
             if let Some(s) = &sink
                 && stats.profiles > 0
                 && last_snapshot.is_none_or(|t| t.elapsed() >= s.interval)
@@ -496,6 +616,7 @@ impl QueryEngine {
             }
         }
         diagnostics.datasets_read = progress.datasets_done;
+        diagnostics.skipped = skipped;
         diagnostics.profiles_merged = progress.profiles_merged;
         diagnostics.duration = started.elapsed();
         diagnostics.stages = vec![
@@ -526,9 +647,22 @@ struct ReadContext<S> {
     decode_slots: Arc<Semaphore>,
 }
 
+/// Reads one dataset (see [`read_dataset_part`]), saying which block and bytes it was.
+async fn read_dataset<A: Accumulator>(task: Task, context: ReadContext<A::Spec>) -> TaskDone<A::Part> {
+    let (block, planned_bytes) = (task.block, task.bytes);
+    TaskDone {
+        block,
+        planned_bytes,
+        result: read_dataset_part::<A>(task, context).await,
+    }
+}
+
 /// Reads one dataset: its index, then (if profiles match and the accumulator needs them) its
 /// symbols and samples, and extracts the accumulator's part.
-async fn read_dataset<A: Accumulator>(task: Task, context: ReadContext<A::Spec>) -> TaskResult<A::Part> {
+async fn read_dataset_part<A: Accumulator>(
+    task: Task,
+    context: ReadContext<A::Spec>,
+) -> Result<(Option<A::Part>, TaskStats), QueryError> {
     let ReadContext {
         query,
         spec,
@@ -548,7 +682,7 @@ async fn read_dataset<A: Accumulator>(task: Task, context: ReadContext<A::Spec>)
     stats.index = started.elapsed();
     if profiles.is_empty() {
         stats.bytes_skipped = task.bytes - stats.bytes_read;
-        return Ok((task.block, None, stats));
+        return Ok((None, stats));
     }
     stats.profiles = profiles.len() as u64;
     if !needs_samples {
@@ -560,7 +694,7 @@ async fn read_dataset<A: Accumulator>(task: Task, context: ReadContext<A::Spec>)
                 stacks: None,
             },
         );
-        return Ok((task.block, Some(part), stats));
+        return Ok((Some(part), stats));
     }
     let started = Instant::now();
     let (symbols, samples) = tokio::try_join!(
@@ -573,7 +707,6 @@ async fn read_dataset<A: Accumulator>(task: Task, context: ReadContext<A::Spec>)
         stats.bytes_read += raw.len();
     }
     stats.fetch = started.elapsed();
-    let block = task.block;
     let name = task.reader.name().to_string();
     let slot = decode_slots
         .acquire_owned()
@@ -602,7 +735,7 @@ async fn read_dataset<A: Accumulator>(task: Task, context: ReadContext<A::Spec>)
     let (part, decode, extract) = decoded?;
     stats.decode = decode;
     stats.extract = extract;
-    Ok((block, Some(part), stats))
+    Ok((Some(part), stats))
 }
 
 /// Sums the selected profiles' values per stack id.

@@ -15,6 +15,8 @@ mod selector;
 mod tests;
 pub mod tree;
 
-pub use engine::{Diagnostics, EngineLimits, Event, Plan, Progress, Query, QueryEngine, QueryError};
+pub use engine::{
+    Diagnostics, EngineOptions, Event, Plan, Progress, Query, QueryEngine, QueryError, SkippedBlock, UnreadableBlocks,
+};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use tree::{FlameGraph, FlameTree};

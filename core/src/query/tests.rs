@@ -1,6 +1,7 @@
 //! Engine tests over blocks built from the real pprof fixtures: every query method agrees with
 //! the input profiles, streams keep their ordering and progress invariants, a client that goes
-//! away stops the reads, and corrupt blocks fail the query instead of panicking.
+//! away stops the reads, and damaged blocks are skipped and named (or fail the query when
+//! configured so) instead of panicking.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use ulid::Ulid;
 
 use super::merge::{Aggregation, FlameGraphMerge, ProfileMerge, Series, SeriesLabels, SeriesMerge, SeriesSpec};
 use super::*;
-use crate::block::{BlockBuilder, BlockError, block_path};
+use crate::block::{BlockBuilder, block_path};
 use crate::labels::{Labels, PROFILE_TYPE, SERVICE_NAME};
 use crate::model::Profile;
 use crate::pprof::{self, ConvertOptions, Limits, proto};
@@ -101,7 +102,7 @@ async fn corpus_store(tenant: &str) -> Arc<dyn ObjectStore> {
     store
 }
 
-fn engine(store: Arc<dyn ObjectStore>, limits: EngineLimits) -> (Arc<QueryEngine>, Arc<Telemetry>) {
+fn engine(store: Arc<dyn ObjectStore>, limits: EngineOptions) -> (Arc<QueryEngine>, Arc<Telemetry>) {
     let telemetry = Arc::new(Telemetry::new());
     let engine = QueryEngine::new(store, Arc::clone(&telemetry), limits, CancellationToken::new());
     (Arc::new(engine), telemetry)
@@ -227,7 +228,7 @@ fn check_flame_graph(what: &str, fg: &FlameGraph, diagnostics: &Diagnostics, exp
 #[tokio::test]
 async fn flame_graph_totals_match_the_input_profiles() {
     let (ty, svc) = target();
-    let (engine, _) = engine(corpus_store(TENANT).await, EngineLimits::default());
+    let (engine, _) = engine(corpus_store(TENANT).await, EngineOptions::default());
 
     // One profile type of one service, over every block.
     let selector = format!("{ty}{{service_name=\"{svc}\"}}");
@@ -340,7 +341,7 @@ fn pprof_flat_totals(p: &proto::Profile) -> HashMap<String, i64> {
 async fn merged_pprof_matches_the_input_profiles() {
     let (ty, svc) = target();
     let profile_type = ProfileType::parse(&ty).unwrap();
-    let (engine, _) = engine(corpus_store(TENANT).await, EngineLimits::default());
+    let (engine, _) = engine(corpus_store(TENANT).await, EngineOptions::default());
     let cases = [
         (format!("{ty}{{service_name=\"{svc}\"}}"), Some(svc)),
         // Every service: symbols of many datasets imported into one table.
@@ -528,7 +529,7 @@ async fn check_flame_graph_stream(engine: &Arc<QueryEngine>, q: Query, ty: &str,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_keep_their_invariants() {
     let (ty, _) = target();
-    let (engine, _) = engine(corpus_store(TENANT).await, EngineLimits::default());
+    let (engine, _) = engine(corpus_store(TENANT).await, EngineOptions::default());
     // Every service: one dataset per (block, service) that holds the type.
     check_flame_graph_stream(&engine, query(TENANT, &[&ty], ALL), &ty, |p| p.profile_type.id() == ty).await;
     // `env` is decided per block, so half the candidate datasets are ruled out by their index
@@ -559,7 +560,7 @@ async fn streams_keep_their_invariants() {
 async fn missing_data_gives_an_empty_result_and_tenants_are_isolated() {
     let (ty, _) = target();
     let store = corpus_store(TENANT).await;
-    let (engine, _) = engine(Arc::clone(&store), EngineLimits::default());
+    let (engine, _) = engine(Arc::clone(&store), EngineOptions::default());
     let empty_plan = Plan {
         complete: true,
         ..Plan::default()
@@ -616,11 +617,11 @@ fn empty_flame_graph() -> FlameGraph {
 }
 
 fn engine_for_empty_store() -> (Arc<QueryEngine>, Arc<Telemetry>) {
-    engine(Arc::new(InMemory::new()), EngineLimits::default())
+    engine(Arc::new(InMemory::new()), EngineOptions::default())
 }
 
 fn engine_on(store: &Arc<dyn ObjectStore>) -> Arc<QueryEngine> {
-    engine(Arc::clone(store), EngineLimits::default()).0
+    engine(Arc::clone(store), EngineOptions::default()).0
 }
 
 fn block_reads(telemetry: &Telemetry) -> u64 {
@@ -658,7 +659,7 @@ async fn many_blocks(count: usize) -> Arc<dyn ObjectStore> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_gets_fewer_snapshots_not_a_queue() {
     const COUNT: usize = 100;
-    let (engine, _) = engine(many_blocks(COUNT).await, EngineLimits::default());
+    let (engine, _) = engine(many_blocks(COUNT).await, EngineOptions::default());
     let (expected, _) = flame_graph(&engine, query("many", &[], ALL)).await;
     // Snapshots are due after every dataset (interval 0), but the client takes 50 ms over
     // each event: the engine must skip snapshots rather than queue one per dataset.
@@ -690,9 +691,9 @@ async fn a_slow_client_gets_fewer_snapshots_not_a_queue() {
 async fn dropping_a_stream_stops_its_reads() {
     const COUNT: usize = 300;
     let store = many_blocks(COUNT).await;
-    let limits = EngineLimits {
+    let limits = EngineOptions {
         max_concurrent_reads: 1,
-        ..EngineLimits::default()
+        ..EngineOptions::default()
     };
     let (engine, telemetry) = engine(store, limits);
     // Every footer, then an index, symbols and samples per dataset (one per block).
@@ -727,7 +728,7 @@ type GroupLabels = Vec<(String, String)>;
 #[tokio::test]
 async fn series_and_labels_match_the_input_profiles() {
     let (ty, _) = target();
-    let (engine, _) = engine(corpus_store(TENANT).await, EngineLimits::default());
+    let (engine, _) = engine(corpus_store(TENANT).await, EngineOptions::default());
     // Steps of one minute from a start that is not aligned with the profiles.
     let start = BASE_NS - 5_000_000_000;
     let range = (start, BASE_NS + 1_000 * SPACING_NS);
@@ -811,52 +812,109 @@ async fn series_and_labels_match_the_input_profiles() {
     }
 }
 
-#[tokio::test]
-async fn corrupt_blocks_fail_the_query() {
-    let mut builder = BlockBuilder::new("bad", 0);
-    let series: Labels = [(SERVICE_NAME, "svc")].into_iter().collect();
-    for p in convert(&fixtures()[0], &series, BASE_NS) {
-        builder.add(&p);
-    }
-    let id = Ulid::new();
-    let block = builder.finish(id).unwrap();
+/// A store for tenant `mixed` holding one good block and two damaged ones (samples with
+/// flipped bytes, and a block cut short); returns the store, the good block's profiles and the
+/// damaged blocks' ids.
+async fn store_with_damaged_blocks() -> (Arc<dyn ObjectStore>, Vec<Profile>, Ulid, Ulid) {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let block_of = |service: &str, fixture: usize| {
+        let mut builder = BlockBuilder::new("mixed", 0);
+        let series: Labels = [(SERVICE_NAME, service)].into_iter().collect();
+        let profiles = convert(&fixtures()[fixture], &series, BASE_NS);
+        for p in &profiles {
+            builder.add(p);
+        }
+        (profiles, builder.finish(Ulid::new()).unwrap())
+    };
+    let (good, block) = block_of("good", 0);
+    store
+        .put(&block_path("mixed", block.meta.id.parse().unwrap()), block.bytes.into())
+        .await
+        .unwrap();
+    let (_, block) = block_of("flipped", 1);
+    let flipped: Ulid = block.meta.id.parse().unwrap();
     let samples = block.meta.datasets[0].samples.unwrap();
     let mut bytes = block.bytes;
     bytes[(samples.offset + samples.length / 2) as usize] ^= 0xff;
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    store.put(&block_path("bad", id), bytes.into()).await.unwrap();
-    let (engine, _) = engine(Arc::clone(&store), EngineLimits::default());
+    store.put(&block_path("mixed", flipped), bytes.into()).await.unwrap();
+    let (_, block) = block_of("cut", 2);
+    let cut: Ulid = block.meta.id.parse().unwrap();
+    let bytes = block.bytes[..block.bytes.len() - 3].to_vec();
+    store.put(&block_path("mixed", cut), bytes.into()).await.unwrap();
+    (store, good, flipped, cut)
+}
 
-    let is_samples_checksum =
-        |e: &QueryError| matches!(e, QueryError::Block(BlockError::Checksum { what: "samples", .. }));
-    match engine.execute(query("bad", &[], ALL), FlameGraphMerge::new(0)).await {
-        Err(e) => assert!(is_samples_checksum(&e), "{e:?}"),
-        Ok(result) => panic!("a corrupt block answered {result:?}"),
+fn skipped_ids(diagnostics: &Diagnostics) -> BTreeMap<String, &'static str> {
+    diagnostics.skipped.iter().map(|s| (s.id.clone(), s.reason)).collect()
+}
+
+#[tokio::test]
+async fn damaged_blocks_are_skipped_and_named() {
+    let (store, good, flipped, cut) = store_with_damaged_blocks().await;
+    let (engine, telemetry) = engine(Arc::clone(&store), EngineOptions::default());
+    let both = BTreeMap::from([(flipped.to_string(), "checksum"), (cut.to_string(), "bad_magic")]);
+
+    let (fg, diagnostics) = flame_graph(&engine, query("mixed", &[], ALL)).await;
+    check_flame_graph("good block only", &fg, &diagnostics, &good.iter().collect::<Vec<_>>());
+    assert_eq!(skipped_ids(&diagnostics), both);
+    assert!(
+        diagnostics.skipped.iter().all(|s| s.message.contains(&s.id)),
+        "{:?}",
+        diagnostics.skipped
+    );
+
+    let merge = ProfileMerge::new(good[0].profile_type.clone(), ALL.0, ALL.1);
+    let (_, diagnostics) = engine.execute(query("mixed", &[], ALL), merge).await.unwrap();
+    assert_eq!(skipped_ids(&diagnostics), both);
+
+    let (_, snapshots, streamed, diagnostics) =
+        collect(engine.stream(query("mixed", &[], ALL), FlameGraphMerge::new(0), Duration::ZERO))
+            .await
+            .unwrap();
+    assert_eq!(streamed, fg);
+    assert_eq!(skipped_ids(&diagnostics), both);
+    for (progress, _) in &snapshots {
+        assert!(progress.bytes_done <= progress.bytes_total, "{progress:?}");
     }
-    let merge = ProfileMerge::new(ProfileType::parse("a:b:c:d:e").unwrap(), ALL.0, ALL.1);
-    match engine.execute(query("bad", &[], ALL), merge).await {
-        Err(e) => assert!(is_samples_checksum(&e), "{e:?}"),
-        Ok(_) => panic!("a corrupt block answered"),
-    }
-    match collect(engine.stream(query("bad", &[], ALL), FlameGraphMerge::new(0), Duration::ZERO)).await {
-        Err(e) => assert!(is_samples_checksum(&e), "{e:?}"),
-        Ok(_) => panic!("a corrupt block answered"),
-    }
-    // Queries that need the index alone do not read the broken section.
-    let (series, _) = engine
-        .execute(query("bad", &[], ALL), SeriesLabels::default())
+
+    // The index of the block with broken samples is intact: label queries still see it.
+    let (series, diagnostics) = engine
+        .execute(query("mixed", &[], ALL), SeriesLabels::default())
         .await
         .unwrap();
-    assert!(!series.is_empty());
+    let services: BTreeSet<_> = series.iter().filter_map(|(l, _)| l.get(SERVICE_NAME)).collect();
+    assert_eq!(services, BTreeSet::from(["flipped", "good"]));
+    assert_eq!(
+        skipped_ids(&diagnostics),
+        BTreeMap::from([(cut.to_string(), "bad_magic")])
+    );
+    let (bounds, skipped) = engine.time_bounds("mixed").await.unwrap();
+    assert!(bounds.is_some());
+    assert_eq!(skipped.len(), 1);
 
-    // A block cut short fails at its footer.
-    let id = Ulid::new();
-    let good = corpus().blocks[0].1.clone();
-    let cut = good[..good.len() - 3].to_vec();
-    store.put(&block_path("cut", id), cut.into()).await.unwrap();
-    match engine.execute(query("cut", &[], ALL), FlameGraphMerge::new(0)).await {
-        Err(QueryError::Block(_)) => {}
-        Err(e) => panic!("unexpected error {e:?}"),
-        Ok(result) => panic!("a truncated block answered {result:?}"),
+    let metrics = telemetry.encode();
+    for reason in ["checksum", "bad_magic"] {
+        let line = format!("flamepipe_query_skipped_blocks_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "{line} missing from {metrics}");
     }
+}
+
+#[tokio::test]
+async fn damaged_blocks_fail_the_query_when_configured() {
+    let (store, _, _, _) = store_with_damaged_blocks().await;
+    let options = EngineOptions {
+        unreadable_blocks: UnreadableBlocks::Fail,
+        ..EngineOptions::default()
+    };
+    let (engine, _) = engine(store, options);
+    match engine.execute(query("mixed", &[], ALL), FlameGraphMerge::new(0)).await {
+        Err(QueryError::Block(e)) => assert!(matches!(e.reason(), "checksum" | "bad_magic"), "{e}"),
+        Err(e) => panic!("unexpected error {e:?}"),
+        Ok(result) => panic!("a damaged block answered {result:?}"),
+    }
+    match collect(engine.stream(query("mixed", &[], ALL), FlameGraphMerge::new(0), Duration::ZERO)).await {
+        Err(QueryError::Block(_)) => {}
+        other => panic!("expected a block error, got {:?}", other.map(|(_, _, fg, _)| fg)),
+    }
+    assert!(engine.time_bounds("mixed").await.is_err());
 }
