@@ -45,7 +45,7 @@ pub fn go_pprof_totals(go: &Path, profile: &Path) -> ReferenceTotals {
             _ => None,
         };
         args.extend(unit_flag);
-        let per_fn = totals.entry(sample_type.clone()).or_default();
+        let per_fn = totals.entry(stored_type_key(sample_type)).or_default();
         for (value, frames) in parse_traces(&go_pprof(go, profile, &args)) {
             if value == 0 {
                 continue;
@@ -62,6 +62,14 @@ pub fn go_pprof_totals(go: &Path, profile: &Path) -> ReferenceTotals {
         }
     }
     totals
+}
+
+/// A `type/unit` key as flamepipe stores the sample type: an empty type or unit becomes
+/// `unknown` (the normalization docs/profile-types.md documents; `go tool pprof` shows `/`).
+fn stored_type_key(go_key: &str) -> String {
+    let (sample_type, unit) = go_key.rsplit_once('/').unwrap_or((go_key, ""));
+    let part = |s: &str| if s.is_empty() { "unknown".to_string() } else { s.to_string() };
+    format!("{}/{}", part(sample_type), part(unit))
 }
 
 /// The `type/unit` pairs of `-raw`'s sample header. A type may hold spaces (austin's
@@ -196,6 +204,9 @@ mod tests {
     fn parses_traces_and_types() {
         let raw = "PeriodType: cpu nanoseconds\nSamples:\nsamples/count Wall time/μs[dflt]\n   1 2: 1\n";
         assert_eq!(sample_types(raw), vec!["samples/count", "Wall time/μs"]);
+        assert_eq!(sample_types("Samples:\n/[dflt]\n   1: 1\n"), vec!["/"]);
+        assert_eq!(stored_type_key("/"), "unknown/unknown");
+        assert_eq!(stored_type_key("cpu/nanoseconds"), "cpu/nanoseconds");
         let traces = "Type: cpu\n-----------+------\n Thread ID:  2464\n160000000ns   main.inner (inline)\n             main.outer\n-----------+------\n      1113   <module>\n";
         assert_eq!(
             parse_traces(traces),
