@@ -11,6 +11,7 @@
 pub mod measure;
 pub mod pprof_ref;
 pub mod process;
+pub mod query_client;
 pub mod stored;
 
 use std::path::{Path, PathBuf};

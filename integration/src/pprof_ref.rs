@@ -68,7 +68,13 @@ pub fn go_pprof_totals(go: &Path, profile: &Path) -> ReferenceTotals {
 /// `unknown` (the normalization docs/profile-types.md documents; `go tool pprof` shows `/`).
 fn stored_type_key(go_key: &str) -> String {
     let (sample_type, unit) = go_key.rsplit_once('/').unwrap_or((go_key, ""));
-    let part = |s: &str| if s.is_empty() { "unknown".to_string() } else { s.to_string() };
+    let part = |s: &str| {
+        if s.is_empty() {
+            "unknown".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     format!("{}/{}", part(sample_type), part(unit))
 }
 

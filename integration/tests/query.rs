@@ -17,7 +17,10 @@ use flamepipe_core::Labels;
 use flamepipe_core::block::{BlockBuilder, block_path};
 use flamepipe_core::pprof::{ConvertOptions, Limits, decode_profiles};
 use flamepipe_integration::pprof_ref::{ReferenceTotals, go_pprof_totals, without_zeros};
-use flamepipe_integration::process::{http, post};
+use flamepipe_integration::process::post;
+use flamepipe_integration::query_client::{
+    Reply, connect_stream, connect_unary, enc, envelope, envelopes, get, int64, ndjson, post_bytes,
+};
 use flamepipe_integration::{Flamepipe, Options, fixture, go_tool};
 use prost::Message;
 use serde_json::{Value, json};
@@ -120,27 +123,10 @@ mod pb {
 
 // ---- HTTP ----
 
-/// Percent-encodes a query parameter value.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A Connect unary call with a JSON body: (status, parsed answer).
 fn connect_json(fp: &Flamepipe, method: &str, body: &Value, tenant: Option<&str>) -> (u16, Value) {
-    let headers: Vec<(&str, &str)> = tenant.map(|t| ("X-Scope-OrgID", t)).into_iter().collect();
-    let (status, text) = post(
-        &format!("{}/querier.v1.QuerierService/{method}", fp.url),
-        "application/json",
-        body.to_string().as_bytes(),
-        &headers,
-    );
-    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method}: {status} {text:?} is not JSON: {e}"));
-    (status, value)
+    let reply = connect_unary(fp, method, body, tenant);
+    (reply.status, reply.json())
 }
 
 /// A Connect unary call that must succeed.
@@ -150,41 +136,14 @@ fn call(fp: &Flamepipe, method: &str, body: &Value) -> Value {
     value
 }
 
-/// POSTs bytes: (status, content type, body).
-fn post_bytes(url: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
-    let mut req = http().post(url).header("Content-Type", content_type);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut resp = req.send(body).expect("POST");
-    let status = resp.status().as_u16();
-    let ct = header(&resp, "content-type");
-    (status, ct, resp.body_mut().read_to_vec().expect("response body"))
-}
-
-/// GETs a URL: (status, content type, body).
-fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
-    let mut req = http().get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut resp = req.call().expect("GET");
-    let status = resp.status().as_u16();
-    let ct = header(&resp, "content-type");
-    (status, ct, resp.body_mut().read_to_vec().expect("response body"))
-}
-
-fn header<B>(resp: &ureq::http::Response<B>, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// A Connect unary call with a proto body: the answer's bytes.
 fn connect_proto(fp: &Flamepipe, method: &str, request: &impl Message) -> Vec<u8> {
-    let (status, ct, body) = post_bytes(
+    let Reply {
+        status,
+        content_type: ct,
+        body,
+        ..
+    } = post_bytes(
         &format!("{}/querier.v1.QuerierService/{method}", fp.url),
         "application/proto",
         &request.encode_to_vec(),
@@ -200,36 +159,7 @@ fn http_range(query: &str) -> String {
     format!("query={}&from={START_S}&until={END_S}", enc(query))
 }
 
-/// The 5-byte Connect envelope around `payload`.
-fn envelope(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![flags];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Splits a Connect stream body into (flags, payload) envelopes; the body must end exactly
-/// at an envelope boundary.
-fn envelopes(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    while !body.is_empty() {
-        assert!(body.len() >= 5, "truncated envelope header: {body:?}");
-        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-        assert!(body.len() >= 5 + len, "truncated envelope: {len} bytes announced");
-        out.push((body[0], body[5..5 + len].to_vec()));
-        body = &body[5 + len..];
-    }
-    out
-}
-
 // ---- JSON helpers (protobuf JSON: 64-bit integers are strings) ----
-
-fn int64(v: &Value) -> i64 {
-    v.as_str()
-        .unwrap_or_else(|| panic!("a 64-bit integer must be a JSON string, got {v}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{v}: {e}"))
-}
 
 /// A flame graph in protobuf JSON, as the proto message.
 fn flamegraph_from_json(v: &Value) -> pb::FlameGraph {
@@ -677,7 +607,12 @@ fn every_api_matches_go_tool_pprof() {
             );
 
             // (c) /api/v1/pprof: gzipped pprof that go tool pprof opens.
-            let (status, ct, body) = get(
+            let Reply {
+                status,
+                content_type: ct,
+                body,
+                ..
+            } = get(
                 &format!("{}/api/v1/pprof?{}", fp.url, http_range(&format!("{id}{selector}"))),
                 &[],
             );
@@ -704,7 +639,12 @@ fn every_api_matches_go_tool_pprof() {
             );
 
             // (d) /pyroscope/render: flamebearer with the same graph and a timeline.
-            let (status, ct, body) = get(
+            let Reply {
+                status,
+                content_type: ct,
+                body,
+                ..
+            } = get(
                 &format!("{}/pyroscope/render?{}", fp.url, http_range(&format!("{id}{selector}"))),
                 &[],
             );
@@ -922,45 +862,6 @@ fn series_sum(series: &Value) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// An NDJSON stream: its events; an error line fails.
-fn ndjson(url: &str) -> Vec<Value> {
-    let (status, ct, body) = get(url, &[]);
-    let text = String::from_utf8(body).expect("utf-8");
-    assert_eq!(status, 200, "{url}: {text}");
-    assert_eq!(ct, "application/x-ndjson", "{url}");
-    assert!(text.ends_with('\n'), "{url}: every event is a line");
-    text.lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{url}: line {l:?}: {e}"));
-            assert!(v.get("error").is_none(), "{url}: {v}");
-            v
-        })
-        .collect()
-}
-
-/// A Connect JSON stream: its events, checking it ends with an end-stream `{}`.
-fn connect_stream(fp: &Flamepipe, method: &str, request: &Value) -> Vec<Value> {
-    let (status, ct, body) = post_bytes(
-        &format!("{}/querier.v1.QuerierStreamService/{method}", fp.url),
-        "application/connect+json",
-        &envelope(0, request.to_string().as_bytes()),
-        &[("Flamepipe-Snapshot-Interval", "10ms")],
-    );
-    assert_eq!(status, 200, "{method}: {}", String::from_utf8_lossy(&body));
-    assert_eq!(ct, "application/connect+json", "{method}");
-    let mut all = envelopes(&body);
-    let (flags, end) = all.pop().expect("an end-stream envelope");
-    assert_eq!(flags, 2, "{method}: the last envelope ends the stream");
-    let end: Value = serde_json::from_slice(&end).expect("end-stream JSON");
-    assert_eq!(end, json!({}), "{method}: end-stream");
-    all.into_iter()
-        .map(|(flags, payload)| {
-            assert_eq!(flags, 0, "{method}: only the last envelope has flags");
-            serde_json::from_slice(&payload).expect("event JSON")
-        })
-        .collect()
-}
-
 #[test]
 fn streams_report_plan_snapshots_result() {
     let fp = Flamepipe::start(BIN, &query_options(""));
@@ -1023,7 +924,12 @@ fn streams_report_plan_snapshots_result() {
         end: END_MS,
         max_nodes: None,
     };
-    let (status, ct, body) = post_bytes(
+    let Reply {
+        status,
+        content_type: ct,
+        body,
+        ..
+    } = post_bytes(
         &format!(
             "{}/querier.v1.QuerierStreamService/SelectMergeStacktracesStream",
             fp.url
@@ -1332,7 +1238,7 @@ fn render_timeline_counts_what_the_flame_graph_counts() {
             fp.url,
             enc(&query)
         );
-        let (status, _, body) = get(&url, &[]);
+        let Reply { status, body, .. } = get(&url, &[]);
         assert_eq!(status, 200, "{what}: {}", String::from_utf8_lossy(&body));
         let render: Value = serde_json::from_slice(&body).expect("render JSON");
         assert_eq!(
@@ -1430,20 +1336,30 @@ fn bad_queries_name_the_problem() {
     for path in ["/pyroscope/render", "/api/v1/stream/flamegraph", "/api/v1/pprof"] {
         for (params, problem) in &http_cases {
             let url = format!("{}{path}?{params}", fp.url);
-            let (status, ct, body) = get(&url, &[]);
+            let Reply {
+                status,
+                content_type: ct,
+                body,
+                ..
+            } = get(&url, &[]);
             let text = String::from_utf8_lossy(&body);
             assert_eq!(status, 400, "{url}: {text}");
             assert!(ct.starts_with("text/plain"), "{url}: content type {ct:?}");
             assert!(text.contains(problem), "{url}: {text:?} does not say {problem:?}");
         }
     }
-    let (status, _, body) = get(&format!("{}/pyroscope/render", fp.url), &[]);
+    let Reply { status, body, .. } = get(&format!("{}/pyroscope/render", fp.url), &[]);
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("query is required"));
 
     // A Connect stream reports the error in its end-stream message.
     let request = with("labelSelector", json!("{service_name=}"));
-    let (status, ct, body) = post_bytes(
+    let Reply {
+        status,
+        content_type: ct,
+        body,
+        ..
+    } = post_bytes(
         &format!(
             "{}/querier.v1.QuerierStreamService/SelectMergeStacktracesStream",
             fp.url
