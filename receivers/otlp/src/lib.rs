@@ -20,4 +20,4 @@ mod receiver;
 pub mod version;
 
 pub use config::Config;
-pub use receiver::{GRPC_PATH, HTTP_PATH};
+pub use receiver::{BodyFormat, Error, GRPC_PATH, HTTP_PATH, decode_export};

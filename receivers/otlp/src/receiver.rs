@@ -151,25 +151,10 @@ impl Shared {
         // Decoding runs off the async runtime; the task completes even if the client leaves.
         let shared = Arc::clone(&self);
         tokio::spawn(async move {
-            let converted = tokio::task::spawn_blocking(move || {
-                let body = if format.gzipped {
-                    gunzip(&body, max_decompressed)?
-                } else {
-                    body
-                };
-                let request = if format.json {
-                    // JSON names did not change from v1.9 to v1.10; older layouts' names are
-                    // refused as unknown fields.
-                    json::decode(&body).map_err(|e| Error::Invalid(e.to_string()))?
-                } else {
-                    let body = repair_or_refuse(body)?;
-                    ExportProfilesServiceRequest::decode(body)
-                        .map_err(|e| Error::Invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?
-                };
-                convert::convert(&request, &limits, now_ns()).map_err(|e| Error::Invalid(e.to_string()))
-            })
-            .await
-            .map_err(|e| Error::Invalid(format!("decoding failed: {e}")))??;
+            let converted =
+                tokio::task::spawn_blocking(move || decode_export(body, format, &limits, max_decompressed, now_ns()))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("decoding failed: {e}")))??;
             let count = converted.profiles.len() as u64;
             if !converted.profiles.is_empty() {
                 deliver(
@@ -226,9 +211,36 @@ impl Shared {
 
 /// How a request body is encoded.
 #[derive(Clone, Copy, Debug, Default)]
-struct BodyFormat {
-    gzipped: bool,
-    json: bool,
+pub struct BodyFormat {
+    pub gzipped: bool,
+    pub json: bool,
+}
+
+/// What the receiver makes of one request body, on either transport: inflate (if gzipped),
+/// check the proto version, decode (protobuf or OTLP/JSON) and convert, with `now_ns` for
+/// profiles without a time. Profiles rejected alone are counted in the result.
+pub fn decode_export(
+    body: Bytes,
+    format: BodyFormat,
+    limits: &Limits,
+    max_decompressed_bytes: usize,
+    now_ns: i64,
+) -> Result<convert::Converted, Error> {
+    let body = if format.gzipped {
+        gunzip(&body, max_decompressed_bytes)?
+    } else {
+        body
+    };
+    let request = if format.json {
+        // JSON names did not change from v1.9 to v1.10; older layouts' names are refused as
+        // unknown fields.
+        json::decode(&body).map_err(|e| Error::Invalid(e.to_string()))?
+    } else {
+        let body = repair_or_refuse(body)?;
+        ExportProfilesServiceRequest::decode(body)
+            .map_err(|e| Error::Invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?
+    };
+    convert::convert(&request, limits, now_ns).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, Error> {

@@ -25,7 +25,8 @@ mod receiver;
 
 pub use config::{AckMode, Config};
 pub use error::{Error, Result};
-pub use receiver::{INGEST_PATHS, PUSH_PATH, router};
+pub use push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
+pub use receiver::{INGEST_PATHS, PUSH_PATH, decode_ingest, decode_push, router};
 
 #[cfg(test)]
 mod tests;

@@ -105,6 +105,44 @@ async fn ingest_request(shared: Arc<Shared>, query: &str, headers: &HeaderMap, b
     .await
 }
 
+/// What the receiver makes of one `/ingest` request (its query string, Content-Type and
+/// body), without the HTTP around it: the same steps the handler takes, on this thread.
+pub async fn decode_ingest(
+    query: &str,
+    content_type: &str,
+    body: Bytes,
+    limits: &Limits,
+    now_ns: i64,
+) -> Result<Vec<Profile>> {
+    let params = IngestParams::parse(query, now_ns)?;
+    let body = IngestBody::from_request(content_type, body).await?;
+    ingest::decode(&params, body, limits)
+}
+
+/// What the receiver makes of one Push request (its Content-Type, Content-Encoding and body),
+/// without the HTTP around it: the same steps the handler takes, on this thread.
+pub fn decode_push(
+    content_type: &str,
+    content_encoding: Option<&str>,
+    body: Bytes,
+    limits: &Limits,
+) -> Result<Vec<Profile>> {
+    let encoding = PushEncoding::from_content_type(content_type)?;
+    push::decode(encoding, push_compressed(content_encoding)?, body, limits)
+}
+
+/// Whether a Push body is gzipped, from its Content-Encoding (absent, `identity` or `gzip`).
+fn push_compressed(content_encoding: Option<&str>) -> Result<bool> {
+    match content_encoding {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("identity") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("gzip") => Ok(true),
+        Some(v) => Err(Error::bad_request(format!(
+            "unsupported content encoding {v:?}: expected gzip or identity"
+        ))),
+    }
+}
+
 async fn push_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let encoding = PushEncoding::from_content_type(content_type(headers.get(CONTENT_TYPE)));
     let result = match shared.admit() {
@@ -128,17 +166,11 @@ async fn push_request(
 ) -> Result<PushEncoding> {
     let encoding = encoding?;
     let tenant = tenant(headers)?;
-    let compressed = match headers.get(CONTENT_ENCODING).map(HeaderValue::to_str) {
-        None => false,
-        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
-        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
-        Some(v) => {
-            return Err(Error::bad_request(format!(
-                "unsupported content encoding {:?}: expected gzip or identity",
-                v.unwrap_or("<not ascii>")
-            )));
-        }
-    };
+    let compressed = push_compressed(
+        headers
+            .get(CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("<not ascii>")),
+    )?;
     let bytes = read_body(body, headers, shared.max_request_bytes).await?;
     let body_len = bytes.len();
     let limits = shared.limits;
