@@ -7,14 +7,17 @@
 //!     (pyroscope receiver -> segment 1s -> blocks on local disk, fsync, `ack: durable`),
 //!     fed over HTTP by concurrent clients; CPU time of the flamepipe process only;
 //! as MB/s of gzip input per core, the ratio b/a, ack latency, peak RSS and the size of the
-//! stored blocks against the gzip input. Figures are recorded in docs/benchmarks.md.
+//! stored blocks against the gzip input; and (c) the cost of the checks every profile passes
+//! before it enters a pipeline (`validate::check_batch`), one thread, as a share of (a).
+//! Figures are recorded in docs/benchmarks.md.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flamepipe_core::pprof::proto;
+use flamepipe_core::pprof::{ConvertOptions, Limits, decode_profiles, proto};
+use flamepipe_core::{Labels, Profile, validate};
 use flamepipe_integration::measure::{best_cpu, dir_size, peak_rss_mib, process_cpu};
 use flamepipe_integration::process::{http, post_with};
 use flamepipe_integration::{Flamepipe, Options, shared_dir};
@@ -60,6 +63,30 @@ fn decode_floor(files: &[Vec<u8>]) -> Floor {
         mb_s: bytes as f64 / 1e6 / decode.as_secs_f64(),
         profiles_s: files.len() as f64 / decode.as_secs_f64(),
     }
+}
+
+/// (c): thread CPU time of `validate::check_batch` over every request's decoded profiles, as
+/// a share of the decode floor's time for the same files.
+fn check_share(files: &[Vec<u8>], floor: &Floor) -> f64 {
+    let series: Labels = [("service_name", "bench")].into_iter().collect();
+    let opts = ConvertOptions {
+        series: &series,
+        name: None,
+        timestamp_ns: None,
+        duration_ns: None,
+        default_timestamp_ns: 1_700_000_000_000_000_000,
+        display_names: None,
+    };
+    let decoded: Vec<Vec<Profile>> = files
+        .iter()
+        .map(|f| decode_profiles(f, &Limits::default(), &opts).expect("corpus file decodes"))
+        .collect();
+    let checks = best_cpu(&decoded, |profiles| {
+        std::hint::black_box(validate::check_batch(profiles)).expect("corpus profiles are valid");
+    });
+    let bytes: usize = files.iter().map(Vec::len).sum();
+    let floor_time = bytes as f64 / 1e6 / floor.mb_s;
+    checks.as_secs_f64() / floor_time
 }
 
 struct Ingest {
@@ -139,7 +166,7 @@ fn main() {
     let corpus = shared_dir().join("bench-corpus");
     println!("flamepipe ingest benchmark; corpus {}", corpus.display());
     println!(
-        "{:<6} {:>11} {:>10} {:>12} {:>13} {:>6} {:>13} {:>9} {:>8} {:>8} {:>8} {:>9}",
+        "{:<6} {:>11} {:>10} {:>12} {:>13} {:>6} {:>13} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7}",
         "corpus",
         "gunzip MB/s",
         "floor MB/s",
@@ -151,7 +178,8 @@ fn main() {
         "ack p50",
         "ack p99",
         "RSS MiB",
-        "stored/gz"
+        "stored/gz",
+        "checks"
     );
     for name in ["cpu", "m10"] {
         let files = load(&corpus.join(name));
@@ -165,8 +193,9 @@ fn main() {
             let floor = if after.mb_s > before.mb_s { after } else { before };
             let ratio = ingest.mb_s_per_core / floor.mb_s;
             ratios.push(ratio);
+            let checks = check_share(&files, &floor);
             println!(
-                "{:<6} {:>11.1} {:>10.1} {:>12.0} {:>13.1} {:>6.2} {:>13.0} {:>9.1} {:>8.0?} {:>8.0?} {:>8.0} {:>9.3}",
+                "{:<6} {:>11.1} {:>10.1} {:>12.0} {:>13.1} {:>6.2} {:>13.0} {:>9.1} {:>8.0?} {:>8.0?} {:>8.0} {:>9.3} {:>6.1}%",
                 format!("{name}#{round}"),
                 floor.gunzip_mb_s,
                 floor.mb_s,
@@ -179,6 +208,7 @@ fn main() {
                 ingest.ack_p99,
                 ingest.peak_rss,
                 ingest.stored_ratio,
+                checks * 100.0,
             );
         }
         ratios.sort_by(f64::total_cmp);

@@ -12,7 +12,7 @@
 //!
 //! - floors, from the decoded profiles in memory, one thread, thread CPU time, best of three
 //!   passes, each ending in one `FlameTree` of every entry:
-//!   - A (the issue's wording): per profile, sum by stack id and `add_stacks` with the
+//!   - A (the goal's wording): per profile, sum by stack id and `add_stacks` with the
 //!     profile's own symbols;
 //!   - B (one table): the profiles' symbols imported beforehand (not timed) into one table;
 //!     sum all entries by its stack ids, then `add_stacks` once;
@@ -135,7 +135,7 @@ fn sum_by_stack(p: &Profile, sums: &mut Vec<i64>) -> Vec<(u32, i64)> {
         .collect()
 }
 
-/// Floor A, as the issue states it: sum each profile's values by stack id, then add every
+/// Floor A, as the goal states it: sum each profile's values by stack id, then add every
 /// (stack, value) to one tree with that profile's own symbols. Best of three passes in thread
 /// CPU time; returns it with the tree of the last pass.
 fn floor_per_profile(cpu: &[&Profile]) -> (Duration, FlameTree) {

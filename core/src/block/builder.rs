@@ -19,7 +19,7 @@ use crate::model::Profile;
 use crate::symbols::{Remap, Symbols, SymbolsBuilder};
 
 /// Zstd level for sections. Level 1: segments are written on the ingest path, where speed
-/// matters most; compaction rewrites them (a later issue) and may spend more.
+/// matters most; compaction, which rewrites them, may spend more.
 const ZSTD_LEVEL: i32 = 1;
 
 pub struct BlockBuilder {
