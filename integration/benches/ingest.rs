@@ -48,14 +48,18 @@ struct Floor {
 fn decode_floor(files: &[Vec<u8>]) -> Floor {
     let bytes: usize = files.iter().map(Vec::len).sum();
     let mut buf = Vec::new();
-    let gunzip = best_cpu(files, |f| {
+    let gunzip = best_cpu(files, |f: &Vec<u8>| {
         buf.clear();
-        flate2::read::GzDecoder::new(f).read_to_end(&mut buf).unwrap();
+        flate2::read::GzDecoder::new(f.as_slice())
+            .read_to_end(&mut buf)
+            .unwrap();
         std::hint::black_box(&buf);
     });
-    let decode = best_cpu(files, |f| {
+    let decode = best_cpu(files, |f: &Vec<u8>| {
         buf.clear();
-        flate2::read::GzDecoder::new(f).read_to_end(&mut buf).unwrap();
+        flate2::read::GzDecoder::new(f.as_slice())
+            .read_to_end(&mut buf)
+            .unwrap();
         std::hint::black_box(proto::Profile::decode(buf.as_slice()).unwrap());
     });
     Floor {

@@ -155,13 +155,13 @@ struct Floor {
 fn floor(corpus: &Corpus) -> Floor {
     let files = &corpus.otlp_gz;
     let bytes = mb(files.iter().map(Vec::len).sum());
-    let gunzip_t = best_cpu(files, |f| {
+    let gunzip_t = best_cpu(files, |f: &Vec<u8>| {
         std::hint::black_box(gunzip(f));
     });
-    let decode = best_cpu(files, |f| {
+    let decode = best_cpu(files, |f: &Vec<u8>| {
         std::hint::black_box(ExportProfilesServiceRequest::decode(gunzip(f)).unwrap());
     });
-    let recv = best_cpu(files, |f| {
+    let recv = best_cpu(files, |f: &Vec<u8>| {
         std::hint::black_box(receive(f));
     });
     Floor {
@@ -176,10 +176,10 @@ fn floor(corpus: &Corpus) -> Floor {
 /// The receiver's stages one by one (no gunzip but the first), ms of thread CPU per pass over
 /// the corpus, best of three: where the floor's time goes.
 fn stages(corpus: &Corpus) -> [(&'static str, Duration); 4] {
-    let gunzip_t = best_cpu(&corpus.otlp_gz, |f| {
+    let gunzip_t = best_cpu(&corpus.otlp_gz, |f: &Vec<u8>| {
         std::hint::black_box(gunzip(f));
     });
-    let check = best_cpu(&corpus.otlp, |f| {
+    let check = best_cpu(&corpus.otlp, |f: &Vec<u8>| {
         std::hint::black_box(version::check(f)).unwrap();
     });
     let bodies: Vec<Bytes> = corpus.otlp.iter().map(|f| Bytes::copy_from_slice(f)).collect();

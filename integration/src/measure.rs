@@ -58,7 +58,7 @@ pub fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Best of three passes of `f` over `files`, in thread CPU time.
-pub fn best_cpu(files: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> Duration {
+pub fn best_cpu<T>(files: &[T], mut f: impl FnMut(&T)) -> Duration {
     (0..3)
         .map(|_| {
             let start = thread_cpu();
