@@ -162,38 +162,51 @@ pub fn check_symbols(s: &Symbols) -> Result<(), Invalid> {
     if s.label_set_offsets.len() < 2 || s.label_set_offsets[1] != 0 {
         return bad("label set 0 must be the empty set".into());
     }
+    // Each column's largest id against its table: one branch-free pass per column, which is
+    // what keeps these checks cheap next to decoding (the ingest bench prints their share).
     let strings = s.strings.len();
-    let in_range = |what: &str, id: u32, len: usize| {
-        if (id as usize) < len {
-            Ok(())
-        } else {
-            Err(Invalid::Symbols(format!(
+    let max = |ids: &mut dyn Iterator<Item = u32>| ids.max();
+    let columns: [(&str, Option<u32>, usize); 5] = [
+        (
+            "mapping string",
+            max(&mut s.mappings.iter().map(|m| m.filename.max(m.build_id))),
+            strings,
+        ),
+        (
+            "function string",
+            max(&mut s.functions.iter().map(|f| f.name.max(f.system_name).max(f.filename))),
+            strings,
+        ),
+        (
+            "location mapping",
+            max(&mut s.locations.iter().map(|l| l.mapping)),
+            s.mappings.len(),
+        ),
+        (
+            "line function",
+            max(&mut s
+                .locations
+                .iter()
+                .flat_map(|l| l.lines.iter().map(|line| line.function))),
+            s.functions.len(),
+        ),
+        (
+            "sample label string",
+            max(&mut s.label_set_labels.iter().map(|l| l.key.max(l.str).max(l.num_unit))),
+            strings,
+        ),
+    ];
+    let stack_locations = (
+        "stack location",
+        s.stack_locations.iter().copied().max(),
+        s.locations.len(),
+    );
+    for (what, largest, len) in columns.into_iter().chain([stack_locations]) {
+        if let Some(id) = largest.filter(|&id| id as usize >= len) {
+            return Err(Invalid::Symbols(format!(
                 "{what} id {id} is out of range (the table has {len})"
-            )))
+            )));
         }
-    };
-    for m in &s.mappings {
-        in_range("mapping filename string", m.filename, strings)?;
-        in_range("mapping build id string", m.build_id, strings)?;
-    }
-    for f in &s.functions {
-        in_range("function name string", f.name, strings)?;
-        in_range("function system name string", f.system_name, strings)?;
-        in_range("function filename string", f.filename, strings)?;
-    }
-    for l in &s.locations {
-        in_range("location mapping", l.mapping, s.mappings.len())?;
-        for line in &l.lines {
-            in_range("line function", line.function, s.functions.len())?;
-        }
-    }
-    for &l in &s.stack_locations {
-        in_range("stack location", l, s.locations.len())?;
-    }
-    for l in &s.label_set_labels {
-        in_range("sample label key string", l.key, strings)?;
-        in_range("sample label value string", l.str, strings)?;
-        in_range("sample label unit string", l.num_unit, strings)?;
     }
     Ok(())
 }
@@ -217,6 +230,13 @@ pub fn check_profile(p: &Profile) -> Result<(), Invalid> {
     check_labels(p.series.iter())?;
     check_time(p.timestamp_ns, p.duration_ns)?;
     let (stacks, label_sets) = (p.symbols.stack_count(), p.symbols.label_set_count());
+    // The common case in one pass without branches; the failing sample is found only on failure.
+    let (max_stack, max_labels) = p.samples.iter().fold((0u32, 0u32), |(s, l), sample| {
+        (s.max(sample.stack), l.max(sample.labels))
+    });
+    if p.samples.is_empty() || ((max_stack as usize) < stacks && (max_labels as usize) < label_sets) {
+        return Ok(());
+    }
     for (i, s) in p.samples.iter().enumerate() {
         check_sample_refs(i, s, stacks, label_sets)?;
     }
@@ -332,11 +352,9 @@ mod tests {
 
         let mut bad = good.clone();
         bad.functions[0].name = 99;
-        assert!(
-            check_symbols(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("function name string id 99")
+        assert_eq!(
+            check_symbols(&bad).unwrap_err().to_string(),
+            "symbols: function string id 99 is out of range (the table has 2)"
         );
         let mut bad = good.clone();
         bad.stack_locations[0] = 7;
