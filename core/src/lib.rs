@@ -10,7 +10,8 @@
 //! - [`symbols`]: interned strings, functions, locations, mappings, stacks and sample label sets.
 //! - [`profile_type`]: Pyroscope-style profile type ids (`process_cpu:cpu:nanoseconds:cpu:nanoseconds`).
 //! - [`labels`]: series labels and the `app{k=v}` selector-like syntax senders use.
-//! - [`pprof`]: pprof protobuf messages, decoding with limits, and conversion into the model.
+//! - [`formats`]: the profile formats any receiver can decode (pprof, folded, speedscope), and
+//!   telling them apart by content.
 //! - [`query`]: selectors and the query engine over stored blocks (plan, parallel reads, merge).
 //! - [`block`]: the immutable block format (builder, reader, object keys).
 //! - [`body`]: gzip sniffing and bounded inflation of request bodies.
@@ -26,9 +27,9 @@ pub mod block;
 pub mod body;
 pub mod component;
 pub mod config;
+pub mod formats;
 pub mod labels;
 pub mod model;
-pub mod pprof;
 pub mod profile_type;
 pub mod query;
 pub mod store;

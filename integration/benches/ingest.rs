@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flamepipe_core::pprof::{ConvertOptions, Limits, decode_profiles, proto};
+use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, proto};
 use flamepipe_core::{Labels, Profile, validate};
 use flamepipe_integration::measure::{best_cpu, dir_size, peak_rss_mib, process_cpu};
 use flamepipe_integration::process::{http, post_with};

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flamepipe_core::Labels;
-use flamepipe_core::pprof::{self, ConvertOptions, Limits};
+use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits};
 use flamepipe_integration::measure::{best_cpu, dir_size, median, peak_rss_mib, process_cpu, thread_cpu};
 use flamepipe_integration::process::http;
 use flamepipe_integration::{Flamepipe, Options, shared_dir};

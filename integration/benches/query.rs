@@ -35,9 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flamepipe_core::block::{BlockBuilder, block_path};
+use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits};
 use flamepipe_core::labels::Labels;
 use flamepipe_core::model::Profile;
-use flamepipe_core::pprof::{self, ConvertOptions, Limits};
 use flamepipe_core::query::merge::FlameGraphMerge;
 use flamepipe_core::query::{EngineOptions, Event, FlameGraph, FlameTree, Query, QueryEngine, Selector};
 use flamepipe_core::symbols::{Symbols, SymbolsBuilder};

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use flamepipe_core::pprof::proto;
+use flamepipe_core::formats::pprof::proto;
 use flamepipe_integration::process::{post, post_with_curl};
 use flamepipe_integration::stored::read_store;
 use flamepipe_integration::{Flamepipe, Options, fixture};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use flamepipe_core::Labels;
 use flamepipe_core::block::{BlockBuilder, block_path};
-use flamepipe_core::pprof::{ConvertOptions, Limits, decode_profiles};
+use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles};
 use flamepipe_integration::pprof_ref::{ReferenceTotals, go_pprof_totals, without_zeros};
 use flamepipe_integration::process::post;
 use flamepipe_integration::query_client::{

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::BytesMut;
 use flamepipe_core::component::{BuildContext, BuildError, HttpMount};
-use flamepipe_core::pprof::proto;
+use flamepipe_core::formats::pprof::proto;
 use flamepipe_core::query::engine::Accumulator;
 use flamepipe_core::query::merge::{Aggregation, FlameGraphMerge, ProfileMerge, SeriesLabels, SeriesMerge, SeriesSpec};
 use flamepipe_core::query::{

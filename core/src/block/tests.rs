@@ -9,9 +9,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use ulid::Ulid;
 
 use super::*;
+use crate::formats::pprof::{self, ConvertOptions, Limits};
 use crate::labels::Labels;
 use crate::model::{Profile, Totals};
-use crate::pprof::{self, ConvertOptions, Limits};
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

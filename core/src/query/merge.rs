@@ -12,8 +12,8 @@ use hashbrown::HashTable;
 
 use super::engine::{Accumulator, Selected, StackSums};
 use super::tree::{CallTree, FlameGraph, NameTable};
+use crate::formats::pprof::proto;
 use crate::labels::Labels;
-use crate::pprof::proto;
 use crate::profile_type::ProfileType;
 use crate::symbols::{Symbols, SymbolsBuilder};
 

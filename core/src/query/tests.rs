@@ -18,9 +18,9 @@ use ulid::Ulid;
 use super::merge::{Aggregation, FlameGraphMerge, ProfileMerge, Series, SeriesLabels, SeriesMerge, SeriesSpec};
 use super::*;
 use crate::block::{BlockBuilder, block_path};
+use crate::formats::pprof::{self, ConvertOptions, Limits, proto};
 use crate::labels::{Labels, PROFILE_TYPE, SERVICE_NAME};
 use crate::model::Profile;
-use crate::pprof::{self, ConvertOptions, Limits, proto};
 use crate::profile_type::ProfileType;
 use crate::telemetry::Telemetry;
 

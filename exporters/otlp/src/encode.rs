@@ -269,7 +269,7 @@ mod tests {
     use std::path::PathBuf;
 
     use flamepipe_core::Labels;
-    use flamepipe_core::pprof::{self, ConvertOptions, Limits};
+    use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits};
     use flamepipe_receiver_otlp::convert::{self, Limits as OtlpLimits};
     use prost::Message;
 

@@ -3,8 +3,10 @@
 
 use axum::http::StatusCode;
 use flamepipe_core::body::BodyError;
+use flamepipe_core::formats::folded::FoldedError;
+use flamepipe_core::formats::pprof::PprofError;
+use flamepipe_core::formats::speedscope::SpeedscopeError;
 use flamepipe_core::labels::NameParseError;
-use flamepipe_core::pprof::PprofError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -18,6 +20,10 @@ pub enum Error {
     Body(#[from] BodyError),
     #[error(transparent)]
     Pprof(#[from] PprofError),
+    #[error(transparent)]
+    Folded(#[from] FoldedError),
+    #[error(transparent)]
+    Speedscope(#[from] SpeedscopeError),
     #[error("invalid push request: {0}")]
     Protobuf(#[from] prost::DecodeError),
     #[error("missing query parameter name (the application name)")]
@@ -69,6 +75,8 @@ impl Error {
             Error::Read(_) => "bad_request",
             Error::Body(e) => e.reason(),
             Error::Pprof(e) => e.reason(),
+            Error::Folded(e) => e.reason(),
+            Error::Speedscope(e) => e.reason(),
             Error::Protobuf(_) => "bad_protobuf",
             Error::MissingName | Error::Name(_) => "bad_name",
             Error::NoProfiles => "empty_body",

@@ -1,5 +1,5 @@
 //! The legacy `POST /ingest` API: query parameters, Pyroscope's time syntax, the multipart
-//! envelope and the choice between pprof and folded text.
+//! envelope and the choice between pprof, speedscope and folded text.
 //!
 //! Labels follow Pyroscope's legacy path: `service_name` is the whole application name (the
 //! part before `{`) unless a `service_name` tag is given; tags whose names start with `__` are
@@ -13,13 +13,15 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::body::{self, BodyError};
+use flamepipe_core::formats::folded::{self, FoldedOptions, Mode};
+use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits};
+use flamepipe_core::formats::speedscope::{self, SpeedscopeOptions};
+use flamepipe_core::formats::{self, Format as Detected};
 use flamepipe_core::labels::{self, Labels, SERVICE_NAME, sanitize_label_name};
-use flamepipe_core::pprof::{self, ConvertOptions, Limits};
 use flamepipe_core::profile_type::folded_profile_kind;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::folded::{self, FoldedOptions, Mode};
 
 /// The label that records which profiler sent a legacy upload.
 const SPY_LABEL: &str = "pyroscope_spy";
@@ -36,7 +38,9 @@ pub(crate) enum Format {
     Pprof,
     Folded,
     Lines,
-    /// No `format`: pprof if the body is gzip or decodes as pprof, folded text otherwise.
+    Speedscope,
+    /// No `format`: told from the content (`flamepipe_core::formats::detect`): speedscope JSON,
+    /// folded text, else pprof (gzipped or raw).
     Sniff,
 }
 
@@ -86,6 +90,7 @@ impl IngestParams {
             Some("pprof") => Format::Pprof,
             Some("folded") => Format::Folded,
             Some("lines") => Format::Lines,
+            Some("speedscope") => Format::Speedscope,
             Some(other) => return Err(Error::Format(other.to_string())),
         };
         let sample_rate = match sample_rate.as_deref() {
@@ -197,7 +202,9 @@ impl IngestBody {
 /// Decodes an `/ingest` body into profiles (CPU-bound: run it on the blocking pool).
 pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -> Result<Vec<Profile>> {
     let (bytes, display_names) = match body {
-        IngestBody::Multipart { .. } if matches!(params.format, Format::Folded | Format::Lines) => {
+        IngestBody::Multipart { .. }
+            if matches!(params.format, Format::Folded | Format::Lines | Format::Speedscope) =>
+        {
             return Err(Error::bad_request("multipart uploads must hold a pprof profile"));
         }
         IngestBody::Multipart { profile, display_names } => {
@@ -212,7 +219,15 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
         Format::Pprof => pprof_profiles(params, &bytes, display_names.as_ref(), limits),
         Format::Folded => folded_profiles(params, &bytes, Mode::Folded, limits),
         Format::Lines => folded_profiles(params, &bytes, Mode::Lines, limits),
+        Format::Speedscope => speedscope_profiles(params, &bytes, limits),
         Format::Sniff => {
+            match formats::detect(&bytes) {
+                Some(Detected::Speedscope) => return speedscope_profiles(params, &bytes, limits),
+                Some(Detected::Folded) if !body::is_gzip(&bytes) => {
+                    return folded_profiles(params, &bytes, Mode::Folded, limits);
+                }
+                _ => {}
+            }
             if body::is_gzip(&bytes) {
                 return pprof_profiles(params, &bytes, None, limits);
             }
@@ -248,6 +263,20 @@ fn pprof_profiles(
         display_names,
     };
     Ok(pprof::decode_profiles(bytes, limits, &opts)?)
+}
+
+/// A speedscope file: one profile per profile of the file, told apart by `thread_name`. The
+/// service is the whole application name, as for pprof bodies.
+fn speedscope_profiles(params: &IngestParams, bytes: &[u8], limits: &Limits) -> Result<Vec<Profile>> {
+    let raw = body::maybe_gunzip(bytes, limits.max_decompressed_bytes)?;
+    let series = params.series(&params.app);
+    let opts = SpeedscopeOptions {
+        series: &series,
+        timestamp_ns: params.from_ns,
+        duration_ns: params.duration_ns(),
+        max_samples: limits.max_samples,
+    };
+    Ok(speedscope::to_profiles(&raw, &opts)?)
 }
 
 fn folded_profiles(params: &IngestParams, bytes: &[u8], mode: Mode, limits: &Limits) -> Result<Vec<Profile>> {

@@ -11,14 +11,13 @@
 //!
 //! - [`config`]: the YAML config, its defaults and validation, and `build`.
 //! - `receiver`: the axum routes, body limits, tenants, hand-off and acknowledgement.
-//! - `ingest`: the legacy `POST /ingest` API: query parameters, time parsing, format dispatch.
+//! - `ingest`: the legacy `POST /ingest` API: query parameters, time parsing, format dispatch
+//!   (the decoders themselves are `flamepipe_core::formats`: pprof, folded, speedscope).
 //! - `push`: the Connect `POST /push.v1.PusherService/Push` API (protobuf and JSON).
-//! - `folded`: folded text (`a;b;c 12`) and `lines` bodies into a profile.
 //! - `error`: why a request was refused, with its HTTP status and metrics reason.
 
 pub mod config;
 mod error;
-mod folded;
 mod ingest;
 mod push;
 mod receiver;

@@ -20,10 +20,10 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::body;
+use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits};
 use flamepipe_core::labels::{
     Labels, METRIC_NAME, SERVICE_NAME, UNKNOWN_SERVICE, is_sender_label_name, sanitize_label_name,
 };
-use flamepipe_core::pprof::{self, ConvertOptions, Limits};
 use prost::Message as _;
 use serde::{Deserialize, Deserializer};
 

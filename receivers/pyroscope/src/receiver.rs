@@ -17,7 +17,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::component::{BuildContext, DeliverError, PipelineSender, deliver};
-use flamepipe_core::pprof::Limits;
+use flamepipe_core::formats::pprof::Limits;
 use flamepipe_core::telemetry::Telemetry;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{debug, warn};

@@ -1,30 +1,51 @@
 //! Folded stacks (`main;work;leaf 12`, one stack per line, root first) and the `lines` format
 //! (one stack per line, each counted once) into one profile.
 //!
-//! The profile kind comes from the application name's suffix (see `ingest`). CPU and wall
-//! profiles that say their sample rate are stored in nanoseconds (`count * 1e9 / rate`) so they
-//! add up with pprof CPU profiles of the same service; everything else keeps its counts.
+//! The caller says the profile kind (the Pyroscope API takes it from the application name's
+//! suffix). CPU and wall profiles that say their sample rate are stored in nanoseconds
+//! (`count * 1e9 / rate`) so they add up with pprof CPU profiles of the same service;
+//! everything else keeps its counts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flamepipe_core::body::BodyError;
-use flamepipe_core::labels::{Labels, METRIC_NAME, PROFILE_TYPE};
-use flamepipe_core::pprof::PprofError;
-use flamepipe_core::symbols::{Function, Line, Location};
-use flamepipe_core::{Profile, ProfileType, Sample, SymbolsBuilder};
+use crate::labels::{Labels, METRIC_NAME, PROFILE_TYPE};
+use crate::symbols::{Function, Line, Location};
+use crate::{Profile, ProfileType, Sample, SymbolsBuilder};
 
-use crate::error::{Error, Result};
+/// Why folded text was refused. Every variant is the sender's fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FoldedError {
+    #[error("invalid folded line {line}: {problem}")]
+    Line { line: usize, problem: &'static str },
+    #[error("folded text has more than {limit} samples")]
+    TooManySamples { limit: usize },
+    #[error("folded text holds no samples")]
+    Empty,
+}
+
+impl FoldedError {
+    /// A short stable name for metrics (`reason` label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FoldedError::Line { .. } => "bad_folded",
+            FoldedError::TooManySamples { .. } => "too_large",
+            FoldedError::Empty => "empty_body",
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, FoldedError>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// `frame;frame;frame count`
     Folded,
     /// `frame;frame;frame`, each line one sample
     Lines,
 }
 
-pub(crate) struct FoldedOptions {
+pub struct FoldedOptions {
     pub mode: Mode,
     /// Series labels without `__name__` and `__profile_type__`.
     pub series: Labels,
@@ -37,7 +58,8 @@ pub(crate) struct FoldedOptions {
     pub max_samples: usize,
 }
 
-pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
+/// One profile from folded text: every line's stack with its count, leaf first.
+pub fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
     let (name, mut sample_type, mut sample_unit) = opts.kind;
     let (mut period_type, mut period_unit, mut period) = ("", "", 0i64);
     // Rates above 1 GHz would make the period 0 ns: such counts stay counts.
@@ -82,10 +104,9 @@ pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
         }
         count_lines += 1;
         if count_lines > opts.max_samples {
-            return Err(PprofError::TooManySamples {
+            return Err(FoldedError::TooManySamples {
                 limit: opts.max_samples,
-            }
-            .into());
+            });
         }
         stack.clear();
         // Folded stacks list the root first; the model wants the leaf first.
@@ -120,7 +141,7 @@ pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
         values[id] = values[id].saturating_add(value);
     }
     if values.is_empty() {
-        return Err(BodyError::Empty.into());
+        return Err(FoldedError::Empty);
     }
 
     let profile_type = ProfileType::new(name, sample_type, sample_unit, period_type, period_unit);
@@ -147,6 +168,9 @@ pub(crate) fn to_profile(text: &str, opts: &FoldedOptions) -> Result<Profile> {
     })
 }
 
-fn bad_line(index: usize, problem: &str) -> Error {
-    Error::bad_request(format!("invalid folded line {}: {problem}", index + 1))
+fn bad_line(index: usize, problem: &'static str) -> FoldedError {
+    FoldedError::Line {
+        line: index + 1,
+        problem,
+    }
 }
