@@ -17,6 +17,8 @@
 //! - [`body`]: gzip sniffing and bounded inflation of request bodies.
 //! - [`store`]: object stores by URL, opened once per process.
 //! - [`component`]: batches, acknowledgements, the build context and component errors.
+//! - [`intake`]: the receiving steps every receiver shares (admit, read, decode, deliver) and
+//!   the one table from a kind of failure to its HTTP, gRPC and Connect codes.
 //! - [`config`]: shared config value types (durations, byte sizes) and config errors with paths.
 //! - [`telemetry`]: the metrics every component reports into.
 //! - [`tenant`]: the `X-Scope-OrgID` tenant id and its checks.
@@ -28,6 +30,7 @@ pub mod body;
 pub mod component;
 pub mod config;
 pub mod formats;
+pub mod intake;
 pub mod labels;
 pub mod model;
 pub mod profile_type;

@@ -17,10 +17,9 @@ use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Buf, Bytes};
-use flamepipe_core::component::{AckMode, BuildContext, DeliverError, PipelineSender, deliver};
-use flamepipe_core::telemetry::Telemetry;
+use flamepipe_core::component::{BuildContext, PipelineSender};
+use flamepipe_core::intake::{Intake, IntakeSettings, Kind, Refusal, complete_detached};
 use flamepipe_core::time::now_ns;
-use http_body_util::{BodyExt, Limited};
 use opentelemetry_proto::tonic::collector::profiles::v1development::{
     ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
 };
@@ -40,86 +39,46 @@ pub const HTTP_PATH: &str = "/v1development/profiles";
 /// Rejected-profile messages quoted in a partial success.
 const MAX_QUOTED_ERRORS: usize = 5;
 
-/// Why a request failed, with its gRPC code and HTTP status.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("request body larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("too many requests in flight; retry later")]
-    Busy,
-    #[error("{0}")]
-    Deliver(#[from] DeliverError),
+/// Why a request failed: the shared intake's refusal, whose kind gives the gRPC code and
+/// HTTP status ([`flamepipe_core::intake::Kind`]).
+pub type Error = Refusal;
+
+fn invalid(message: impl Into<String>) -> Error {
+    Refusal::invalid("bad_request", message)
 }
 
-impl Error {
-    fn code(&self) -> Code {
-        match self {
-            Error::Invalid(_) | Error::Deliver(DeliverError::Invalid(_)) => Code::InvalidArgument,
-            Error::TooLarge(_) | Error::Busy | Error::Deliver(DeliverError::PipelineFull(_)) => Code::ResourceExhausted,
-            Error::Unsupported(_) => Code::Unimplemented,
-            Error::Deliver(DeliverError::ShuttingDown(_) | DeliverError::Timeout | DeliverError::WriteFailed(_)) => {
-                Code::Unavailable
-            }
-        }
-    }
+fn grpc_status(e: &Error) -> Status {
+    Status::new(Code::from(e.codes().grpc), e.message.clone())
+}
 
-    fn status(&self) -> StatusCode {
-        match self {
-            Error::Invalid(_) | Error::Deliver(DeliverError::Invalid(_)) => StatusCode::BAD_REQUEST,
-            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Busy | Error::Deliver(DeliverError::PipelineFull(_)) => StatusCode::TOO_MANY_REQUESTS,
-            Error::Deliver(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// The metrics reason.
-    fn reason(&self) -> &'static str {
-        match self {
-            Error::Invalid(_) => "bad_request",
-            Error::TooLarge(_) => "too_large",
-            Error::Unsupported(_) => "unsupported",
-            Error::Busy => "too_many_requests",
-            Error::Deliver(DeliverError::Invalid(_)) => "invalid_profile",
-            Error::Deliver(DeliverError::PipelineFull(_)) => "pipeline_full",
-            Error::Deliver(DeliverError::ShuttingDown(_)) => "shutting_down",
-            Error::Deliver(DeliverError::Timeout) => "ack_timeout",
-            Error::Deliver(DeliverError::WriteFailed(_)) => "write_failed",
-        }
-    }
+fn http_status(e: &Error) -> StatusCode {
+    StatusCode::from_u16(e.codes().http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 pub(crate) struct Shared {
-    id: Arc<str>,
-    telemetry: Arc<Telemetry>,
-    output: PipelineSender,
+    intake: Intake,
     limits: Limits,
-    max_request_bytes: usize,
     max_decompressed_bytes: usize,
-    ack: AckMode,
-    ack_timeout: std::time::Duration,
-    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The gRPC router and the OTLP/HTTP router.
 pub fn routers(config: &Config, ctx: &BuildContext, output: PipelineSender) -> (Router, Router) {
     let shared = Arc::new(Shared {
-        id: Arc::clone(&ctx.id),
-        telemetry: Arc::clone(&ctx.telemetry),
-        output,
+        intake: Intake::new(
+            ctx,
+            output,
+            IntakeSettings {
+                max_request_bytes: config.max_request_bytes.as_usize(),
+                max_concurrent_requests: config.max_concurrent_requests,
+                ack: config.ack,
+                ack_timeout: config.ack_timeout.0,
+            },
+        ),
         limits: Limits {
             max_samples: config.max_samples,
             max_stack_depth: config.max_stack_depth,
         },
-        max_request_bytes: config.max_request_bytes.as_usize(),
         max_decompressed_bytes: config.max_decompressed_bytes.as_usize(),
-        ack: config.ack,
-        ack_timeout: config.ack_timeout.0,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
     });
     let grpc_shared = Arc::clone(&shared);
     let grpc = Router::new().route_service(
@@ -143,30 +102,20 @@ impl Shared {
         format: BodyFormat,
         body_len: usize,
     ) -> Result<ExportProfilesServiceResponse, Error> {
-        let _permit = Arc::clone(&self.in_flight)
-            .try_acquire_owned()
-            .map_err(|_| Error::Busy)?;
-        let limits = self.limits;
-        let max_decompressed = self.max_decompressed_bytes;
-        // Decoding runs off the async runtime; the task completes even if the client leaves.
+        let _permit = self.intake.admit()?;
+        let (limits, max_decompressed) = (self.limits, self.max_decompressed_bytes);
+        // The task completes even if the client leaves.
         let shared = Arc::clone(&self);
-        tokio::spawn(async move {
-            let converted =
-                tokio::task::spawn_blocking(move || decode_export(body, format, &limits, max_decompressed, now_ns()))
-                    .await
-                    .map_err(|e| Error::Invalid(format!("decoding failed: {e}")))??;
-            let count = converted.profiles.len() as u64;
-            if !converted.profiles.is_empty() {
-                deliver(
-                    &shared.output,
-                    tenant,
-                    converted.profiles,
-                    shared.ack,
-                    shared.ack_timeout,
-                )
+        complete_detached(async move {
+            let converted = shared
+                .intake
+                .decode(body_len, move || {
+                    decode_export(body, format, &limits, max_decompressed, now_ns())
+                })
                 .await?;
+            if !converted.profiles.is_empty() {
+                shared.intake.deliver(tenant, converted.profiles, body_len).await?;
             }
-            shared.telemetry.accepted(&shared.id, count, body_len as u64);
             let partial_success = (converted.rejected > 0).then(|| {
                 let mut message = converted
                     .errors
@@ -178,7 +127,7 @@ impl Shared {
                 if converted.errors.len() > MAX_QUOTED_ERRORS {
                     message.push_str(&format!("; and {} more", converted.errors.len() - MAX_QUOTED_ERRORS));
                 }
-                warn!(component = %shared.id, rejected = converted.rejected, errors = %message, "profiles rejected");
+                warn!(component = shared.intake.id(), rejected = converted.rejected, errors = %message, "profiles rejected");
                 ExportProfilesPartialSuccess {
                     rejected_profiles: converted.rejected as i64,
                     error_message: message,
@@ -187,25 +136,12 @@ impl Shared {
             Ok(ExportProfilesServiceResponse { partial_success })
         })
         .await
-        .map_err(|e| Error::Invalid(format!("request task failed: {e}")))?
     }
 
-    /// Reads and drops the body of a request refused before it was read (up to
-    /// `max_request_bytes`), so that a client still sending reads our answer rather than a
-    /// broken pipe, which senders take for a network error and retry.
+    /// Reads and drops the body of a request refused before it was read.
     async fn refuse_unread(&self, error: Error, body: Body) -> Error {
-        let mut body = Limited::new(body, self.max_request_bytes);
-        while let Some(Ok(_)) = body.frame().await {}
+        self.intake.drain(body).await;
         error
-    }
-
-    fn refused(&self, error: &Error, transport: &'static str) {
-        self.telemetry.refused(&self.id, error.reason());
-        if matches!(error, Error::Deliver(e) if !matches!(e, DeliverError::Invalid(_))) {
-            warn!(component = %self.id, transport, reason = error.reason(), %error, "request refused");
-        } else {
-            debug!(component = %self.id, transport, reason = error.reason(), %error, "request refused");
-        }
     }
 }
 
@@ -234,21 +170,24 @@ pub fn decode_export(
     let request = if format.json {
         // JSON names did not change from v1.9 to v1.10; older layouts' names are refused as
         // unknown fields.
-        json::decode(&body).map_err(|e| Error::Invalid(e.to_string()))?
+        json::decode(&body).map_err(|e| invalid(e.to_string()))?
     } else {
         let body = repair_or_refuse(body)?;
         ExportProfilesServiceRequest::decode(body)
-            .map_err(|e| Error::Invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?
+            .map_err(|e| invalid(format!("cannot decode the ExportProfilesServiceRequest: {e}")))?
     };
-    convert::convert(&request, limits, now_ns).map_err(|e| Error::Invalid(e.to_string()))
+    convert::convert(&request, limits, now_ns).map_err(|e| invalid(e.to_string()))
 }
 
 fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, Error> {
     flamepipe_core::body::maybe_gunzip(body, limit)
         .map(|b| Bytes::from(b.into_owned()))
         .map_err(|e| match e {
-            flamepipe_core::body::BodyError::TooLarge { .. } => Error::TooLarge(limit),
-            e => Error::Invalid(format!("cannot gunzip the body: {e}")),
+            flamepipe_core::body::BodyError::TooLarge { .. } => Refusal::new(
+                Kind::TooLarge,
+                format!("the body inflates past max_decompressed_bytes ({limit} bytes)"),
+            ),
+            e => Refusal::invalid(e.reason(), format!("cannot gunzip the body: {e}")),
         })
 }
 
@@ -260,7 +199,7 @@ fn repair_or_refuse(body: Bytes) -> Result<Bytes, Error> {
         Err(mismatch) if version::is_repairable(&mismatch) => {
             let mut upgraded = body.to_vec();
             if !version::upgrade_samples(&mut upgraded) {
-                return Err(Error::Invalid(mismatch.to_string()));
+                return Err(invalid(mismatch.to_string()));
             }
             debug!(
                 detected = mismatch.detected,
@@ -268,7 +207,7 @@ fn repair_or_refuse(body: Bytes) -> Result<Bytes, Error> {
             );
             Ok(Bytes::from(upgraded))
         }
-        Err(mismatch) => Err(Error::Invalid(mismatch.to_string())),
+        Err(mismatch) => Err(invalid(mismatch.to_string())),
     }
 }
 
@@ -283,7 +222,7 @@ fn content_type(headers: &HeaderMap) -> &str {
 
 fn tenant(headers: &HeaderMap) -> Result<Arc<str>, Error> {
     flamepipe_core::tenant::tenant(headers)
-        .map_err(|m| Error::Invalid(format!("invalid tenant id in X-Scope-OrgID: {m}")))
+        .map_err(|m| Refusal::invalid("bad_tenant", format!("invalid tenant id in X-Scope-OrgID: {m}")))
 }
 
 // ---- gRPC ----
@@ -317,8 +256,17 @@ async fn grpc_export(shared: Arc<Shared>, request: Request<Body>) -> Response {
                 .headers_mut()
                 .insert("grpc-status", HeaderValue::from_static("8"));
         }
-        shared.telemetry.refused(&shared.id, reason);
-        debug!(component = %shared.id, transport = "grpc", reason, code, "request refused before decoding");
+        let kind = if resource_exhausted {
+            Kind::TooLarge
+        } else {
+            Kind::Invalid
+        };
+        let refusal = Refusal {
+            kind,
+            reason,
+            message: format!("refused before decoding with gRPC status {code}"),
+        };
+        shared.intake.refused(&refusal, "grpc");
     }
     response
 }
@@ -346,8 +294,8 @@ impl tonic::server::UnaryService<Bytes> for ExportService {
             }
             .await;
             result.map(tonic::Response::new).map_err(|e| {
-                shared.refused(&e, "grpc");
-                Status::new(e.code(), e.to_string())
+                shared.intake.refused(&e, "grpc");
+                grpc_status(&e)
             })
         })
     }
@@ -402,9 +350,10 @@ async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
     let result = async {
         let refusal = match content_type(&headers) {
             "application/x-protobuf" | "application/protobuf" | "application/json" => None,
-            other => Some(Error::Unsupported(format!(
-                "unsupported content type {other:?}: send application/x-protobuf or application/json"
-            ))),
+            other => Some(Refusal::new(
+                Kind::Unsupported,
+                format!("unsupported content type {other:?}: send application/x-protobuf or application/json"),
+            )),
         };
         let json = content_type(&headers) == "application/json";
         let gzipped = match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
@@ -413,7 +362,7 @@ async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
             Some(other) => {
                 return Err(shared
                     .refuse_unread(
-                        Error::Unsupported(format!("unsupported content encoding {other:?}")),
+                        Refusal::new(Kind::Unsupported, format!("unsupported content encoding {other:?}")),
                         body,
                     )
                     .await);
@@ -426,17 +375,7 @@ async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
             Ok(t) => t,
             Err(e) => return Err(shared.refuse_unread(e, body).await),
         };
-        let raw = Limited::new(body, shared.max_request_bytes)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    Error::TooLarge(shared.max_request_bytes)
-                } else {
-                    Error::Invalid(format!("cannot read the body: {e}"))
-                }
-            })?
-            .to_bytes();
+        let raw = shared.intake.read_body(body, &headers).await?;
         let len = raw.len();
         Arc::clone(&shared)
             .export(tenant, raw, BodyFormat { gzipped, json }, len)
@@ -450,12 +389,12 @@ async fn http_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
     match result {
         Ok(response) => ([(CONTENT_TYPE, protobuf)], response.encode_to_vec()).into_response(),
         Err(e) => {
-            shared.refused(&e, "http");
+            shared.intake.refused(&e, "http");
             let status = RpcStatus {
-                code: e.code() as i32,
-                message: e.to_string(),
+                code: e.codes().grpc,
+                message: e.message.clone(),
             };
-            (e.status(), [(CONTENT_TYPE, protobuf)], status.encode_to_vec()).into_response()
+            (http_status(&e), [(CONTENT_TYPE, protobuf)], status.encode_to_vec()).into_response()
         }
     }
 }
@@ -475,9 +414,9 @@ fn json_answer(shared: &Shared, result: Result<ExportProfilesServiceResponse, Er
             ([(CONTENT_TYPE, json)], body.to_string()).into_response()
         }
         Err(e) => {
-            shared.refused(&e, "http");
-            let body = serde_json::json!({ "code": e.code() as i32, "message": e.to_string() });
-            (e.status(), [(CONTENT_TYPE, json)], body.to_string()).into_response()
+            shared.intake.refused(&e, "http");
+            let body = serde_json::json!({ "code": e.codes().grpc, "message": e.message });
+            (http_status(&e), [(CONTENT_TYPE, json)], body.to_string()).into_response()
         }
     }
 }

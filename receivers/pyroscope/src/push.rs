@@ -27,6 +27,8 @@ use flamepipe_core::labels::{
 use prost::Message as _;
 use serde::{Deserialize, Deserializer};
 
+use flamepipe_core::intake::Refusal;
+
 use crate::error::{Error, Result};
 use crate::receiver::now_ns;
 
@@ -264,8 +266,13 @@ pub(crate) fn ok_response(encoding: PushEncoding) -> Response {
     }
 }
 
-/// A Connect error: JSON `{"code", "message"}` whatever the request's codec.
-pub(crate) fn error_response(error: &Error) -> Response {
-    let body = serde_json::json!({ "code": error.connect_code(), "message": error.to_string() });
-    (error.status(), [(CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+/// A Connect error: JSON `{"code", "message"}` whatever the request's codec. Too-large bodies
+/// answer HTTP 413 with `resource_exhausted`, as connect-go does for messages over its read
+/// limit; Connect clients take the code from the body, so the status only matters to plain
+/// HTTP tools.
+pub(crate) fn error_response(refusal: &Refusal) -> Response {
+    let codes = refusal.codes();
+    let body = serde_json::json!({ "code": codes.connect, "message": refusal.message });
+    let status = StatusCode::from_u16(codes.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

@@ -806,7 +806,7 @@ async fn a_slow_durable_write_times_out() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.body, "timed out waiting for durable write");
     assert!(h.rx.try_recv().is_ok());
-    assert!(h.telemetry.encode().contains("reason=\"timeout\"} 1"));
+    assert!(h.telemetry.encode().contains("reason=\"ack_timeout\"} 1"));
 }
 
 #[tokio::test]
