@@ -29,7 +29,10 @@ pub fn registry() -> Registry {
             ("pyroscope", receiver::<flamepipe_receiver_pyroscope::Config>),
             ("otlp", receiver::<flamepipe_receiver_otlp::Config>),
         ],
-        processors: vec![("segment", processor::<flamepipe_processor_segment::Config>)],
+        processors: vec![
+            ("dedup", processor::<flamepipe_processor_dedup::Config>),
+            ("segment", processor::<flamepipe_processor_segment::Config>),
+        ],
         exporters: vec![
             ("blocks", exporter::<flamepipe_exporter_blocks::Config>),
             ("otlp", exporter::<flamepipe_exporter_otlp::Config>),
@@ -121,6 +124,17 @@ fn push_key(out: &mut String, key: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use flamepipe_core::component::{Ack, AckWaiter, Batch, BuildContext, Output, PipelineSender};
+    use flamepipe_core::store::StoreRegistry;
+    use flamepipe_core::symbols::{Function, Line, Location};
+    use flamepipe_core::telemetry::Telemetry;
+    use flamepipe_core::{Labels, Profile, ProfileType, Sample, SymbolsBuilder};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
 
     #[test]
@@ -154,6 +168,125 @@ mod tests {
                 parse(&empty).is_ok(),
                 "exporter {name}: default config does not validate"
             );
+        }
+    }
+
+    /// A build context whose stores are all in memory (the default `file://./data` too).
+    fn memory_context() -> BuildContext {
+        let stores = StoreRegistry::default();
+        stores
+            .preset("file://./data", Arc::new(object_store::memory::InMemory::new()))
+            .unwrap();
+        BuildContext {
+            id: Arc::from(""),
+            telemetry: Arc::new(Telemetry::new()),
+            stores,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// A one-profile request of `value`, and the waiter for its answer.
+    fn request(value: i64) -> (Batch, AckWaiter) {
+        let mut b = SymbolsBuilder::new();
+        let name = b.string("main");
+        let function = b.function(Function {
+            name,
+            ..Default::default()
+        });
+        let location = b.location(Location {
+            lines: vec![Line { function, line: 1 }],
+            ..Default::default()
+        });
+        let stack = b.stack(&[location]);
+        let profile = Profile {
+            series: Labels::from_iter([("service_name", "conformance")]),
+            profile_type: ProfileType::new("process_cpu", "cpu", "nanoseconds", "cpu", "nanoseconds"),
+            timestamp_ns: 1_700_000_000_000_000_000,
+            duration_ns: 1,
+            period: 1,
+            samples: vec![Sample {
+                stack,
+                value,
+                labels: 0,
+            }],
+            symbols: Arc::new(b.finish()),
+        };
+        let (ack, waiter) = Ack::new();
+        let mut batch = Batch::new("anonymous", vec![profile]);
+        batch.acks.push(ack);
+        (batch, waiter)
+    }
+
+    /// The component contract, for every registered processor with its default config: it
+    /// runs, drains when its input closes, and every request's acknowledgement ends as the
+    /// contract says (passed on, or settled by the processor) — here, with every batch it
+    /// sends on written, each request answers OK. The input holds a repeat of a request, so
+    /// a processor that drops data shows what it does with the acks it holds.
+    #[tokio::test]
+    async fn every_processor_hands_on_or_settles_every_acknowledgement() {
+        let ctx = memory_context();
+        for (name, parse) in registry().processors {
+            let processor = parse(&Value::Null)
+                .unwrap()
+                .build(&ctx.for_component(name))
+                .unwrap_or_else(|e| panic!("processor {name}: {e}"));
+            let (tx, input) = mpsc::channel(8);
+            let (out_tx, mut out_rx) = mpsc::channel(8);
+            let run = tokio::spawn(processor.run(input, Output::new(vec![out_tx])));
+            let mut waiters = Vec::new();
+            for value in [1, 1, 2] {
+                let (batch, waiter) = request(value);
+                tx.send(batch).await.unwrap();
+                waiters.push(waiter);
+            }
+            drop(tx);
+            let mut written = 0;
+            while let Some(batch) = out_rx.recv().await {
+                written += batch.profiles.len();
+                batch.done();
+            }
+            tokio::time::timeout(Duration::from_secs(5), run)
+                .await
+                .unwrap_or_else(|_| panic!("processor {name} did not finish after its input closed"))
+                .unwrap();
+            assert!(written >= 2, "processor {name} lost data: {written} profiles written");
+            for waiter in waiters {
+                let answer = tokio::time::timeout(Duration::from_secs(5), waiter)
+                    .await
+                    .unwrap_or_else(|_| panic!("processor {name} left a request unanswered"));
+                assert_eq!(answer, Ok(Ok(())), "processor {name}");
+            }
+        }
+    }
+
+    /// Every registered component builds from its default config and can be shut down before
+    /// it ever saw data: receivers dropped unstarted, processors and exporters finishing at
+    /// once on a closed input.
+    #[tokio::test]
+    async fn every_component_shuts_down_before_start() {
+        let ctx = memory_context();
+        let r = registry();
+        for (name, parse) in &r.receivers {
+            let parts = parse(&Value::Null)
+                .unwrap()
+                .build(&ctx.for_component(name), PipelineSender::default())
+                .unwrap_or_else(|e| panic!("receiver {name}: {e}"));
+            drop(parts);
+        }
+        for (name, parse) in &r.processors {
+            let processor = parse(&Value::Null).unwrap().build(&ctx.for_component(name)).unwrap();
+            let (_, input) = mpsc::channel(1);
+            let run = processor.run(input, Output::new(Vec::new()));
+            tokio::time::timeout(Duration::from_secs(5), run)
+                .await
+                .unwrap_or_else(|_| panic!("processor {name} did not stop on a closed input"));
+        }
+        for (name, parse) in &r.exporters {
+            let exporter = parse(&Value::Null).unwrap().build(&ctx.for_component(name)).unwrap();
+            let (_, input) = mpsc::channel(1);
+            tokio::time::timeout(Duration::from_secs(5), exporter.run(input))
+                .await
+                .unwrap_or_else(|_| panic!("exporter {name} did not stop on a closed input"));
         }
     }
 

@@ -27,7 +27,7 @@ fn the_shipped_config_validates() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "pipeline.yaml: valid (1 pipelines, 2 receivers, 1 processors, 1 exporters)\n"
+        "pipeline.yaml: valid (1 pipelines, 2 receivers, 2 processors, 1 exporters)\n"
     );
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(

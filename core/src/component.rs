@@ -7,6 +7,30 @@
 //! data succeeds only when every share was completed with [`Ack::done`] after a durable
 //! write. A share dropped without `done` (a panic, a closed channel, a bug) fails the request,
 //! so no path can acknowledge data that was not written.
+//!
+//! # Processors: two shapes
+//!
+//! - [`BatchProcessor`], the simple shape: one batch in, zero or more batches out, state in
+//!   its own fields and no timers (the `dedup` processor). [`Simple`] runs one as a
+//!   [`Processor`].
+//! - [`Processor`], the task shape: a task with its own loop over its input, for timers and
+//!   state across time (the `segment` processor, which flushes on an interval).
+//!
+//! # Dropping data, never acknowledgements
+//!
+//! A processor may drop profiles (a filter, a deduplicator), but every [`Ack`] share of a
+//! batch it takes in must end in one of three ways:
+//!
+//! 1. passed on with a batch it sends downstream (it completes when that batch is written);
+//! 2. completed with [`Ack::done`] at once, when the processor drops the data on purpose and
+//!    no write is owed for it (a filter: the sender's data was handled as configured);
+//! 3. held until the data it depends on is durable, then `done`, or [`Ack::fail`] when that
+//!    write failed (a deduplicator dropping a retry of a profile still being written: the
+//!    retry is answered only once the original is stored, and fails with it, so the sender
+//!    retries).
+//!
+//! A share dropped any other way fails its request, so a mistake here shows as an error,
+//! never as a silent loss. The registry-wide component tests check every processor for it.
 
 use std::fmt;
 use std::future::Future;
@@ -311,9 +335,41 @@ pub struct ReceiverParts {
     pub task: Option<BoxFuture>,
 }
 
-/// A processor: consumes its input until it closes, then flushes and returns.
+/// A processor, task shape: consumes its input until it closes, then flushes and returns.
 pub trait Processor: Send {
     fn run(self: Box<Self>, input: mpsc::Receiver<Batch>, output: Output) -> BoxFuture;
+}
+
+/// A processor, simple shape: turns each batch into the batches to send on. See the module
+/// docs for what it must do with the acknowledgements of data it drops.
+pub trait BatchProcessor: Send + 'static {
+    /// One batch in, zero or more out (in order).
+    fn process(&mut self, batch: Batch) -> Vec<Batch>;
+
+    /// The input closed: what is left to send on. Nothing, by default.
+    fn finish(&mut self) -> Vec<Batch> {
+        Vec::new()
+    }
+}
+
+/// Runs a [`BatchProcessor`] as a [`Processor`]: batches are processed in arrival order and
+/// sent on before the next is taken, so back-pressure reaches the receivers as for any task.
+pub struct Simple<P>(pub P);
+
+impl<P: BatchProcessor> Processor for Simple<P> {
+    fn run(self: Box<Self>, mut input: mpsc::Receiver<Batch>, output: Output) -> BoxFuture {
+        let mut processor = self.0;
+        Box::pin(async move {
+            while let Some(batch) = input.recv().await {
+                for out in processor.process(batch) {
+                    output.send(out).await;
+                }
+            }
+            for out in processor.finish() {
+                output.send(out).await;
+            }
+        })
+    }
 }
 
 /// An exporter: writes what arrives until its input closes, then flushes and returns.

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -33,6 +34,9 @@ pub struct Telemetry {
     query_read_bytes: Counter,
     queries: Family<LabelPairs, Counter>,
     query_skipped_blocks: Family<LabelPairs, Counter>,
+    dedup_profiles: Family<LabelPairs, Counter>,
+    dedup_forgotten: Family<LabelPairs, Counter>,
+    dedup_window: Family<LabelPairs, Gauge>,
 }
 
 impl Default for Telemetry {
@@ -58,6 +62,9 @@ impl Telemetry {
         let query_read_bytes = Counter::default();
         let queries = Family::<LabelPairs, Counter>::default();
         let query_skipped_blocks = Family::<LabelPairs, Counter>::default();
+        let dedup_profiles = Family::<LabelPairs, Counter>::default();
+        let dedup_forgotten = Family::<LabelPairs, Counter>::default();
+        let dedup_window = Family::<LabelPairs, Gauge>::default();
         registry.register(
             "receiver_accepted_profiles",
             "Profiles accepted by a receiver (one per sample type)",
@@ -118,6 +125,21 @@ impl Telemetry {
             "Blocks (or some of their datasets) a query skipped because they cannot be read, by reason (checksum, corrupt, bad_magic, unsupported_version, missing)",
             query_skipped_blocks.clone(),
         );
+        registry.register(
+            "processor_dedup_profiles",
+            "Profiles the dedup processor saw, by outcome: passed (new), duplicate (dropped: it repeats one already passed), shifted (passed with its timestamp moved to stay apart from a distinct profile; also counted as passed), crowded (passed unshifted, too many collisions)",
+            dedup_profiles.clone(),
+        );
+        registry.register(
+            "processor_dedup_forgotten",
+            "Profiles the dedup window forgot: expired (older than the window) or evicted (the window was full)",
+            dedup_forgotten.clone(),
+        );
+        registry.register(
+            "processor_dedup_window_entries",
+            "Profiles the dedup window remembers now",
+            dedup_window.clone(),
+        );
         Telemetry {
             registry: Mutex::new(registry),
             accepted_profiles,
@@ -132,7 +154,28 @@ impl Telemetry {
             query_read_bytes,
             queries,
             query_skipped_blocks,
+            dedup_profiles,
+            dedup_forgotten,
+            dedup_window,
         }
+    }
+
+    pub fn dedup_profiles(&self, processor: &str, outcome: &str, n: u64) {
+        let mut labels = component("processor", processor);
+        labels.push(("outcome".to_string(), outcome.to_string()));
+        self.dedup_profiles.get_or_create(&labels).inc_by(n);
+    }
+
+    pub fn dedup_forgotten(&self, processor: &str, why: &str, n: u64) {
+        let mut labels = component("processor", processor);
+        labels.push(("why".to_string(), why.to_string()));
+        self.dedup_forgotten.get_or_create(&labels).inc_by(n);
+    }
+
+    pub fn dedup_window(&self, processor: &str, entries: usize) {
+        self.dedup_window
+            .get_or_create(&component("processor", processor))
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// A query skipped a block it cannot read.
