@@ -343,7 +343,6 @@ proptest! {
                 if answer(waiter).await.is_ok() {
                     prop_assert!(unique.contains(&value), "profile {} acknowledged but not stored", profile);
                 }
-                }
             }
             Ok(())
         })?;
