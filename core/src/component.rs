@@ -284,12 +284,22 @@ pub enum DeliverError {
     WriteFailed(String),
 }
 
+/// What every request's profiles go through before they enter a pipeline: the checks the
+/// block reader applies ([`check_batch`](crate::validate::check_batch)), then sample labels
+/// become series labels ([`split_by_sample_labels`](crate::split::split_by_sample_labels)),
+/// which adds only valid label names and values to profiles already checked.
+pub fn prepare(profiles: Vec<Profile>) -> Result<Vec<Profile>, crate::validate::InvalidProfile> {
+    crate::validate::check_batch(&profiles)?;
+    let profiles = crate::split::split_by_sample_labels(profiles);
+    debug_assert_eq!(crate::validate::check_batch(&profiles), Ok(()));
+    Ok(profiles)
+}
+
 /// Hands one request's profiles on as one batch and waits for the acknowledgement `ack` asks
 /// for (at most `timeout`): the step every receiver ends a request with.
 ///
-/// The profiles are checked first ([`check_batch`](crate::validate::check_batch)), with the
-/// checks the block reader applies: a request holding a profile that fails them is refused
-/// whole, so nothing enters a pipeline that a query could not read back.
+/// The profiles are [`prepare`]d first: a request holding a profile that fails the checks is
+/// refused whole, so nothing enters a pipeline that a query could not read back.
 pub async fn deliver(
     output: &PipelineSender,
     tenant: Arc<str>,
@@ -297,7 +307,7 @@ pub async fn deliver(
     ack: AckMode,
     timeout: std::time::Duration,
 ) -> Result<(), DeliverError> {
-    crate::validate::check_batch(&profiles)?;
+    let profiles = prepare(profiles)?;
     let (share, waiter) = Ack::new();
     let batch = Batch {
         tenant,

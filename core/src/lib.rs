@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`model`]: a profile = series labels + one sample type + time + samples (stack -> value).
+//! - [`split`]: sample labels (pprof labels, OTLP sample attributes) made series labels.
 //! - [`symbols`]: interned strings, functions, locations, mappings, stacks and sample label sets.
 //! - [`profile_type`]: Pyroscope-style profile type ids (`process_cpu:cpu:nanoseconds:cpu:nanoseconds`).
 //! - [`labels`]: series labels and the `app{k=v}` selector-like syntax senders use.
@@ -35,6 +36,7 @@ pub mod labels;
 pub mod model;
 pub mod profile_type;
 pub mod query;
+pub mod split;
 pub mod store;
 pub mod symbols;
 pub mod telemetry;

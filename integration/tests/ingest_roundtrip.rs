@@ -3,11 +3,12 @@
 //! (pprof and folded on `/ingest`, the Push API in protobuf and JSON, OTLP protobuf and JSON).
 //!
 //! "Accepts" is what a request goes through before it is acknowledged: the receiver's decoder
-//! (`decode_ingest`, `decode_push`, `decode_export`, the functions its handlers run), then the
-//! checks the shared `deliver` step applies (`validate::check_batch`). Whatever passes both is
-//! written with the block builder, read back with `decode_block`, and compared profile by
-//! profile: series, type, time, total and per-function flat and cumulative totals, and sample
-//! labels, summed in 128 bits so that the order samples are stored in cannot matter.
+//! (`decode_ingest`, `decode_push`, `decode_export`, the functions its handlers run), then what
+//! the shared `deliver` step does (`component::prepare`: sample labels split into series, the
+//! checks). Whatever passes both is written with the block builder, read back with
+//! `decode_block`, and compared profile by profile: series, type, time, total and
+//! per-function flat and cumulative totals, and sample labels, summed in 128 bits so that the
+//! order samples are stored in cannot matter. The split itself must keep the grand total.
 //!
 //! Bounded for CI: `PROPTEST_CASES` cases per property (default 96); set it higher for a longer
 //! run. A decoder that panics fails the test as well.
@@ -20,11 +21,11 @@ use base64::Engine;
 use bytes::Bytes;
 use flamepipe_core::Profile;
 use flamepipe_core::block::{BlockBuilder, decode_block};
+use flamepipe_core::component::prepare;
 use flamepipe_core::formats::pprof::{Limits, proto};
 use flamepipe_core::labels::Labels;
 use flamepipe_core::profile_type::ProfileType;
 use flamepipe_core::symbols::{Function, Line, Location, SampleLabel, Symbols, SymbolsBuilder};
-use flamepipe_core::validate;
 use flamepipe_integration::fixture;
 use flamepipe_receiver_otlp::{BodyFormat, decode_export};
 use flamepipe_receiver_pyroscope::{LabelPair, PushRequest, RawProfileSeries, RawSample, decode_ingest, decode_push};
@@ -142,12 +143,20 @@ fn stored_as_accepted(decoded: Result<Vec<Profile>, impl std::fmt::Display>) -> 
     }
 }
 
-/// If the shared checks accept `profiles` (as `deliver` would), a block of them reads back
-/// with the same fingerprints.
+/// If `deliver`'s preparation (sample labels split into series, then the shared checks)
+/// accepts `profiles`, a block of them reads back with the same fingerprints.
 fn round_trip(profiles: &[Profile]) -> Result<(), TestCaseError> {
-    if validate::check_batch(profiles).is_err() {
+    let total = |ps: &[Profile]| -> i128 { ps.iter().flat_map(|p| &p.samples).map(|s| i128::from(s.value)).sum() };
+    let decoded_total = total(profiles);
+    let types =
+        |ps: &[Profile]| -> std::collections::BTreeSet<String> { ps.iter().map(|p| p.profile_type.id()).collect() };
+    let decoded_types = types(profiles);
+    let Ok(profiles) = prepare(profiles.to_vec()) else {
         return Ok(());
-    }
+    };
+    let profiles = profiles.as_slice();
+    prop_assert_eq!(total(profiles), decoded_total);
+    prop_assert_eq!(types(profiles), decoded_types, "a profile type was lost");
     let mut builder = BlockBuilder::new("tenant", 0);
     for p in profiles {
         builder.add(p);

@@ -421,21 +421,31 @@ fn every_api_matches_go_tool_pprof() {
     }
     let series = call(&fp, "Series", &range);
     let sets = series["labelsSet"].as_array().expect("labelsSet");
-    assert_eq!(
-        sets.len(),
-        types.values().map(BTreeSet::len).sum::<usize>(),
-        "one series per type"
-    );
+    // One series per type, and more where a profile's sample labels split it (go-cpu's
+    // samples carry `foo` and `function`: each label set is a series).
+    let base = ["__name__", "__profile_type__", "pyroscope_spy", "service_name"];
+    let mut split = 0;
     for set in sets {
         let labels = label_map(&set["labels"]);
-        assert_eq!(
-            labels.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["__name__", "__profile_type__", "pyroscope_spy", "service_name"],
-            "{set}"
-        );
+        let extra: Vec<&str> = labels
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !base.contains(k))
+            .collect();
+        if !extra.is_empty() {
+            assert_eq!(labels["service_name"], "go-cpu", "only go-cpu has sample labels: {set}");
+            assert!(extra.iter().all(|k| ["foo", "function"].contains(k)), "{set}");
+            split += 1;
+        }
         let id = &labels["__profile_type__"];
         assert_eq!(Some(labels["__name__"].as_str()), id.split(':').next(), "{set}");
     }
+    assert!(split > 2, "go-cpu's labelled samples make series of their own");
+    let unsplit = sets.len() - split;
+    assert!(
+        unsplit <= types.values().map(BTreeSet::len).sum::<usize>(),
+        "at most one unlabelled series per type"
+    );
     let mut sorted_services = services.clone();
     sorted_services.sort();
     let values = call(
@@ -447,7 +457,14 @@ fn every_api_matches_go_tool_pprof() {
     let names = call(&fp, "LabelNames", &range);
     assert_eq!(
         strings(&names["names"]),
-        ["__name__", "__profile_type__", "pyroscope_spy", "service_name"]
+        [
+            "__name__",
+            "__profile_type__",
+            "foo",
+            "function",
+            "pyroscope_spy",
+            "service_name"
+        ]
     );
     let profile_types = call(&fp, "ProfileTypes", &range);
     let all_ids: BTreeSet<String> = types.values().flatten().cloned().collect();

@@ -100,8 +100,12 @@ impl Query {
 #[derive(Clone, Debug)]
 pub struct StackSums {
     pub symbols: Arc<Symbols>,
-    /// (stack id, summed value), non-zero sums only, by stack id.
+    /// (stack id, summed value), non-zero sums only, by stack id. When the accumulator
+    /// [keeps sample labels](Accumulator::keeps_sample_labels), only samples without labels.
     pub values: Vec<(u32, i64)>,
+    /// (stack id, label set id, summed value) of samples with labels, when the accumulator
+    /// keeps them; non-zero sums only, sorted. Empty otherwise.
+    pub labelled: Vec<(u32, u32, i64)>,
     /// The largest sampling period among the selected profiles.
     pub period: i64,
 }
@@ -126,6 +130,11 @@ pub trait Accumulator: Send + 'static {
 
     /// Whether parts need symbols and samples, or the series index is enough.
     fn needs_samples(&self) -> bool;
+    /// Whether sample values are summed per (stack, sample labels) rather than per stack
+    /// ([`StackSums::labelled`]): a pprof merge keeps labels, a flame graph does not need them.
+    fn keeps_sample_labels(&self) -> bool {
+        false
+    }
     fn spec(&self) -> Self::Spec;
     /// Runs on a worker (a blocking thread when samples were decoded).
     fn extract(spec: &Self::Spec, selected: Selected<'_>) -> Self::Part;
@@ -464,6 +473,7 @@ impl QueryEngine {
     ) -> Result<Diagnostics, QueryError> {
         let started = Instant::now();
         let needs_samples = acc.needs_samples();
+        let keeps_labels = acc.keeps_sample_labels();
 
         // Planning: list the tenant's blocks and read their footers.
         let blocks = tokio::select! {
@@ -560,6 +570,7 @@ impl QueryEngine {
                     query: Arc::clone(&query),
                     spec: Arc::clone(&spec),
                     needs_samples,
+                    keeps_labels,
                     telemetry: Arc::clone(&self.telemetry),
                     decode_slots: Arc::clone(&self.decode_slots),
                 };
@@ -643,6 +654,7 @@ struct ReadContext<S> {
     query: Arc<Query>,
     spec: Arc<S>,
     needs_samples: bool,
+    keeps_labels: bool,
     telemetry: Arc<Telemetry>,
     decode_slots: Arc<Semaphore>,
 }
@@ -667,6 +679,7 @@ async fn read_dataset_part<A: Accumulator>(
         query,
         spec,
         needs_samples,
+        keeps_labels,
         telemetry,
         decode_slots,
     } = context;
@@ -718,7 +731,7 @@ async fn read_dataset_part<A: Accumulator>(
         let symbols = Arc::new(symbols.decode_symbols()?);
         let cols: SampleColumns = samples.decode()?;
         index.check_samples(&name, &cols)?;
-        let stacks = sum_stacks(&name, &index, &profiles, &symbols, &cols)?;
+        let stacks = sum_stacks(&name, &index, &profiles, &symbols, &cols, keeps_labels)?;
         let decoded = Instant::now();
         let part = A::extract(
             &spec,
@@ -738,24 +751,37 @@ async fn read_dataset_part<A: Accumulator>(
     Ok((Some(part), stats))
 }
 
-/// Sums the selected profiles' values per stack id.
+/// Sums the selected profiles' values per stack id (and per (stack, label set) for labelled
+/// samples when `keep_labels`).
 fn sum_stacks(
     name: &str,
     index: &DatasetIndex,
     profiles: &[usize],
     symbols: &Arc<Symbols>,
     cols: &SampleColumns,
+    keep_labels: bool,
 ) -> Result<StackSums, BlockError> {
     let mut sums = vec![0i64; symbols.stack_count()];
+    let mut labelled: HashMap<(u32, u32), i64> = HashMap::new();
     let mut period = 0;
     for &p in profiles {
         period = period.max(index.columns.profile_period[p]);
         for sample in index.samples(name, cols, symbols, p) {
             let sample = sample?;
-            let sum = &mut sums[sample.stack as usize];
+            let sum = if keep_labels && sample.labels != 0 {
+                labelled.entry((sample.stack, sample.labels)).or_default()
+            } else {
+                &mut sums[sample.stack as usize]
+            };
             *sum = sum.saturating_add(sample.value);
         }
     }
+    let mut labelled: Vec<(u32, u32, i64)> = labelled
+        .into_iter()
+        .filter(|&(_, v)| v != 0)
+        .map(|((stack, labels), v)| (stack, labels, v))
+        .collect();
+    labelled.sort_unstable();
     let values = sums
         .into_iter()
         .enumerate()
@@ -765,6 +791,7 @@ fn sum_stacks(
     Ok(StackSums {
         symbols: Arc::clone(symbols),
         values,
+        labelled,
         period,
     })
 }

@@ -197,8 +197,8 @@ pub struct ProfileMerge {
     start_ns: i64,
     end_ns: i64,
     symbols: SymbolsBuilder,
-    /// Summed value per stack id of `symbols`.
-    values: Vec<i64>,
+    /// Summed value per (stack id, label set id) of `symbols`; label set 0 is no labels.
+    values: HashMap<(u32, u32), i64>,
     period: i64,
 }
 
@@ -209,7 +209,7 @@ impl ProfileMerge {
             start_ns,
             end_ns,
             symbols: SymbolsBuilder::new(),
-            values: Vec::new(),
+            values: HashMap::new(),
             period: 0,
         }
     }
@@ -224,6 +224,10 @@ impl Accumulator for ProfileMerge {
         true
     }
 
+    fn keeps_sample_labels(&self) -> bool {
+        true
+    }
+
     fn spec(&self) {}
 
     fn extract(_: &(), selected: Selected<'_>) -> StackSums {
@@ -232,25 +236,31 @@ impl Accumulator for ProfileMerge {
 
     fn merge(&mut self, part: StackSums) {
         let remap = self.symbols.import(&part.symbols);
-        for (stack, value) in part.values {
-            let id = remap.stacks[stack as usize] as usize;
-            if id >= self.values.len() {
-                self.values.resize(id + 1, 0);
-            }
-            self.values[id] = self.values[id].saturating_add(value);
+        let unlabelled = part.values.into_iter().map(|(stack, value)| (stack, 0, value));
+        for (stack, labels, value) in unlabelled.chain(part.labelled) {
+            let key = (remap.stacks[stack as usize], remap.label_sets[labels as usize]);
+            let sum = self.values.entry(key).or_default();
+            *sum = sum.saturating_add(value);
         }
         self.period = self.period.max(part.period);
     }
 
     fn render(&self) -> proto::Profile {
         let symbols = self.symbols.clone().finish();
-        to_pprof(&symbols, &self.values, self)
+        let mut values: Vec<(u32, u32, i64)> = self
+            .values
+            .iter()
+            .filter(|&(_, &v)| v != 0)
+            .map(|(&(stack, labels), &v)| (stack, labels, v))
+            .collect();
+        values.sort_unstable();
+        to_pprof(&symbols, &values, self)
     }
 }
 
-/// Writes the stacks with a non-zero value as a pprof profile, keeping only the symbols they
+/// Writes (stack, sample labels, value) rows as a pprof profile, keeping only the symbols they
 /// use. pprof ids start at 1; our mapping 0 ("none") becomes mapping id 0.
-fn to_pprof(symbols: &Symbols, values: &[i64], merge: &ProfileMerge) -> proto::Profile {
+fn to_pprof(symbols: &Symbols, values: &[(u32, u32, i64)], merge: &ProfileMerge) -> proto::Profile {
     let mut out = proto::Profile::default();
     let mut strings: HashMap<String, i64> = HashMap::new();
     let mut string = |out: &mut proto::Profile, s: &str| -> i64 {
@@ -280,12 +290,9 @@ fn to_pprof(symbols: &Symbols, values: &[i64], merge: &ProfileMerge) -> proto::P
     let mut mapping_ids = vec![0u64; symbols.mappings.len()];
     let mut function_ids = vec![0u64; symbols.functions.len()];
     let mut location_ids = vec![0u64; symbols.locations.len()];
-    for (stack, &value) in values.iter().enumerate() {
-        if value == 0 {
-            continue;
-        }
-        let mut location_id = Vec::with_capacity(symbols.stack(stack as u32).len());
-        for &loc in symbols.stack(stack as u32) {
+    for &(stack, labels, value) in values {
+        let mut location_id = Vec::with_capacity(symbols.stack(stack).len());
+        for &loc in symbols.stack(stack) {
             if location_ids[loc as usize] == 0 {
                 let l = &symbols.locations[loc as usize];
                 let mapping_id = if l.mapping == 0 {
@@ -343,10 +350,28 @@ fn to_pprof(symbols: &Symbols, values: &[i64], merge: &ProfileMerge) -> proto::P
             }
             location_id.push(location_ids[loc as usize]);
         }
+        let label = symbols
+            .label_set(labels)
+            .iter()
+            .map(|l| proto::Label {
+                key: string(&mut out, symbols.str(l.key)),
+                str: if l.str == 0 {
+                    0
+                } else {
+                    string(&mut out, symbols.str(l.str))
+                },
+                num: l.num,
+                num_unit: if l.num_unit == 0 {
+                    0
+                } else {
+                    string(&mut out, symbols.str(l.num_unit))
+                },
+            })
+            .collect();
         out.sample.push(proto::Sample {
             location_id,
             value: vec![value],
-            label: Vec::new(),
+            label,
         });
     }
     out

@@ -1,0 +1,184 @@
+//! Sample labels become series labels: a profile whose samples carry pprof labels (Go's
+//! `pprof.Do`, pyroscope-go's `TagWrapper`, pyroscope-io's `tag_wrapper`, OTLP sample
+//! attributes such as `thread.name`) is split into one profile per distinct label set, each
+//! with those labels added to its series, as Pyroscope's distributor does. Selectors,
+//! `LabelNames`, `LabelValues`, `Series` and `group_by` then see them like any series label.
+//!
+//! The rules (docs/profile-types.md, "Sample labels"):
+//! - string labels become series labels; numeric ones (`bytes`) stay sample labels only;
+//! - [`KEPT_AS_SAMPLE_LABELS`] (`span_id`, `trace_id`, `profile_id`) stay sample labels only:
+//!   one series per span would be a series per request;
+//! - a name is made a label name by the Prometheus OTLP rule ([`otel_label_name`]:
+//!   `thread.name` -> `thread_name`); a label the series already has wins over a sample label
+//!   of the same name, as in Pyroscope;
+//! - samples keep their labels, so a pprof download of a selection still has them;
+//! - samples without such labels form the profile's series as it was, so totals are exact:
+//!   every sample is in exactly one of the profiles a split makes.
+//!
+//! Called by [`deliver`](crate::component::deliver) for every receiver, before the checks.
+
+use std::collections::BTreeMap;
+
+use crate::labels::{Labels, otel_label_name};
+use crate::model::{Profile, Sample};
+
+/// Sample labels that never become series labels (per-request identifiers).
+pub const KEPT_AS_SAMPLE_LABELS: &[&str] = &["span_id", "trace_id", "profile_id"];
+
+/// Splits each profile by the series labels its samples carry; profiles without such labels
+/// pass unchanged (and without a copy).
+pub fn split_by_sample_labels(profiles: Vec<Profile>) -> Vec<Profile> {
+    if profiles.iter().all(|p| p.samples.iter().all(|s| s.labels == 0)) {
+        return profiles;
+    }
+    let mut out = Vec::with_capacity(profiles.len());
+    for p in profiles {
+        split_one(p, &mut out);
+    }
+    out
+}
+
+fn split_one(mut p: Profile, out: &mut Vec<Profile>) {
+    // The series labels each label set adds, computed once per set.
+    let mut added: Vec<Option<Vec<(String, String)>>> = vec![None; p.symbols.label_set_count()];
+    let mut groups: BTreeMap<Vec<(String, String)>, Vec<Sample>> = BTreeMap::new();
+    for s in std::mem::take(&mut p.samples) {
+        let labels = added[s.labels as usize].get_or_insert_with(|| series_labels_of(&p, s.labels));
+        groups.entry(labels.clone()).or_default().push(s);
+    }
+    // No labels to split by (or no samples at all: the profile is kept, as it was sent).
+    if groups.len() <= 1 && groups.keys().next().is_none_or(Vec::is_empty) {
+        p.samples = groups.into_values().next().unwrap_or_default();
+        out.push(p);
+        return;
+    }
+    for (labels, samples) in groups {
+        let mut series = p.series.clone();
+        for (name, value) in labels {
+            series.set(name, value);
+        }
+        out.push(Profile {
+            series,
+            samples,
+            ..p.clone()
+        });
+    }
+}
+
+/// The series labels label set `set` of `p`'s symbols adds to `p`'s series.
+fn series_labels_of(p: &Profile, set: u32) -> Vec<(String, String)> {
+    let t = &p.symbols;
+    let mut labels: Labels = Labels::new();
+    for l in t.label_set(set) {
+        let (key, value) = (t.str(l.key), t.str(l.str));
+        if l.str == 0 || value.is_empty() || KEPT_AS_SAMPLE_LABELS.contains(&key) {
+            continue;
+        }
+        let name = otel_label_name(key);
+        if name.is_empty() || p.series.get(&name).is_some() {
+            continue;
+        }
+        labels.set(name.into_owned(), value);
+    }
+    labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::profile_type::ProfileType;
+    use crate::symbols::{SampleLabel, SymbolsBuilder};
+
+    /// A profile whose samples carry (key, value) string labels, or a numeric one when the
+    /// value starts with `#`.
+    fn labelled(samples: &[(&[(&str, &str)], i64)]) -> Profile {
+        let mut b = SymbolsBuilder::new();
+        let stack = b.stack(&[]);
+        let samples = samples
+            .iter()
+            .map(|(labels, value)| {
+                let mut set: Vec<SampleLabel> = labels
+                    .iter()
+                    .map(|(k, v)| match v.strip_prefix('#') {
+                        Some(num) => SampleLabel {
+                            key: b.string(k),
+                            num: num.parse().unwrap(),
+                            ..Default::default()
+                        },
+                        None => SampleLabel {
+                            key: b.string(k),
+                            str: b.string(v),
+                            ..Default::default()
+                        },
+                    })
+                    .collect();
+                set.sort_unstable();
+                Sample {
+                    stack,
+                    value: *value,
+                    labels: b.label_set(&set),
+                }
+            })
+            .collect();
+        Profile {
+            series: Labels::from_iter([("service_name", "app"), ("env", "prod")]),
+            profile_type: ProfileType::new("process_cpu", "cpu", "nanoseconds", "cpu", "nanoseconds"),
+            timestamp_ns: 1,
+            duration_ns: 1,
+            period: 1,
+            samples,
+            symbols: Arc::new(b.finish()),
+        }
+    }
+
+    fn by_series(profiles: &[Profile]) -> BTreeMap<String, i64> {
+        profiles.iter().map(|p| (p.series.to_string(), p.total())).collect()
+    }
+
+    #[test]
+    fn each_label_set_becomes_a_series_and_totals_stay_exact() {
+        let p = labelled(&[
+            (&[("workload", "hash")], 10),
+            (&[("workload", "hash")], 5),
+            (&[("workload", "json"), ("tenant", "acme")], 7),
+            (&[], 3),
+            (&[("bytes", "#512")], 2),
+            (&[("span_id", "abc"), ("workload", "hash")], 1),
+            (&[("env", "dev"), ("thread.name", "worker-1")], 4),
+        ]);
+        let out = split_by_sample_labels(vec![p.clone()]);
+        let got = by_series(&out);
+        let want = BTreeMap::from([
+            (r#"{env="prod", service_name="app"}"#.to_string(), 3 + 2),
+            (r#"{env="prod", service_name="app", workload="hash"}"#.to_string(), 16),
+            (
+                r#"{env="prod", service_name="app", tenant="acme", workload="json"}"#.to_string(),
+                7,
+            ),
+            (
+                r#"{env="prod", service_name="app", thread_name="worker-1"}"#.to_string(),
+                4,
+            ),
+        ]);
+        assert_eq!(got, want);
+        assert_eq!(out.iter().map(Profile::total).sum::<i64>(), p.total());
+        // Samples keep their labels, the span id included.
+        let hash = out.iter().find(|p| p.series.get("workload") == Some("hash")).unwrap();
+        assert!(hash.samples.iter().any(|s| hash.symbols.label_set(s.labels).len() == 2));
+    }
+
+    #[test]
+    fn unlabelled_and_empty_profiles_pass_untouched() {
+        let p = labelled(&[(&[], 3), (&[("bytes", "#8")], 1)]);
+        let out = split_by_sample_labels(vec![p.clone()]);
+        assert_eq!(out, vec![p]);
+        // An empty profile next to a labelled one (a pprof type with no samples) is kept.
+        let empty = labelled(&[]);
+        let with_labels = labelled(&[(&[("workload", "hash")], 1)]);
+        let out = split_by_sample_labels(vec![empty.clone(), with_labels]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], empty);
+    }
+}
