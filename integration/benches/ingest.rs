@@ -94,6 +94,8 @@ fn check_share(files: &[Vec<u8>], floor: &Floor) -> f64 {
 }
 
 struct Ingest {
+    /// Distinct series stored (sample labels split profiles into series).
+    series: usize,
     mb_s_per_core: f64,
     profiles_s_per_core: f64,
     wall_mb_s: f64,
@@ -151,7 +153,9 @@ fn full_ingest(files: &[Vec<u8>], passes: usize) -> Ingest {
     let cpu = process_cpu(pid) - cpu_before;
     latencies.sort();
     let stored = dir_size(&fp.data);
+    let series = stored_series(&fp.data);
     Ingest {
+        series,
         mb_s_per_core: bytes as f64 / 1e6 / cpu.as_secs_f64(),
         profiles_s_per_core: total.len() as f64 / cpu.as_secs_f64(),
         wall_mb_s: bytes as f64 / 1e6 / wall.as_secs_f64(),
@@ -162,6 +166,26 @@ fn full_ingest(files: &[Vec<u8>], passes: usize) -> Ingest {
     }
 }
 
+/// The distinct (series labels, profile type) in the blocks under `data`, from their indexes.
+fn stored_series(data: &Path) -> usize {
+    use flamepipe_core::block::{BlockReader, list_blocks};
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    runtime.block_on(async {
+        let store = flamepipe_core::store::StoreRegistry::default()
+            .open(data.to_str().expect("utf-8 path"))
+            .expect("store");
+        let mut series = std::collections::HashSet::new();
+        for block in list_blocks(store.as_ref(), None).await.expect("list") {
+            let reader = BlockReader::open(std::sync::Arc::clone(&store), block.path).await.expect("block");
+            for ds in &reader.meta().datasets {
+                let index = reader.dataset_index(ds).await.expect("index");
+                series.extend(index.series.into_iter().map(|(labels, t)| (labels.to_string(), t.id())));
+            }
+        }
+        series.len()
+    })
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only for bench.
     if !std::env::args().any(|a| a == "--bench") {
@@ -170,7 +194,7 @@ fn main() {
     let corpus = shared_dir().join("bench-corpus");
     println!("flamepipe ingest benchmark; corpus {}", corpus.display());
     println!(
-        "{:<6} {:>11} {:>10} {:>12} {:>13} {:>6} {:>13} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7}",
+        "{:<6} {:>11} {:>10} {:>12} {:>13} {:>6} {:>13} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7}",
         "corpus",
         "gunzip MB/s",
         "floor MB/s",
@@ -183,7 +207,8 @@ fn main() {
         "ack p99",
         "RSS MiB",
         "stored/gz",
-        "checks"
+        "checks",
+        "series"
     );
     for name in ["cpu", "m10"] {
         let files = load(&corpus.join(name));
@@ -199,7 +224,7 @@ fn main() {
             ratios.push(ratio);
             let checks = check_share(&files, &floor);
             println!(
-                "{:<6} {:>11.1} {:>10.1} {:>12.0} {:>13.1} {:>6.2} {:>13.0} {:>9.1} {:>8.0?} {:>8.0?} {:>8.0} {:>9.3} {:>6.1}%",
+                "{:<6} {:>11.1} {:>10.1} {:>12.0} {:>13.1} {:>6.2} {:>13.0} {:>9.1} {:>8.0?} {:>8.0?} {:>8.0} {:>9.3} {:>6.1}% {:>7}",
                 format!("{name}#{round}"),
                 floor.gunzip_mb_s,
                 floor.mb_s,
@@ -213,6 +238,7 @@ fn main() {
                 ingest.peak_rss,
                 ingest.stored_ratio,
                 checks * 100.0,
+                ingest.series,
             );
         }
         ratios.sort_by(f64::total_cmp);
