@@ -6,6 +6,8 @@
 #   - integration/.venv-otel    with the OpenTelemetry Python profiling SDK (requirements-otel.txt)
 #   - integration/.venv-otlp    with opentelemetry-proto 1.45.x, the reference OTLP decoder
 #                               (requirements-otlp.txt)
+#   - integration/.venv-prof    with py-spy and pyinstrument, profilers that write speedscope
+#                               files (requirements-prof.txt)
 #   - integration/node_modules  with @pyroscope/nodejs (package.json + lock)
 # Idempotent: a stamp keyed on the requirement files makes re-runs instant.
 # Usage: bash integration/setup.sh [--force]
@@ -47,7 +49,7 @@ apt_install() {
 
 stamp_key() {
   {
-    sha256sum requirements.txt requirements-legacy.txt requirements-otel.txt requirements-otlp.txt \
+    sha256sum requirements.txt requirements-legacy.txt requirements-otel.txt requirements-otlp.txt requirements-prof.txt \
       package.json package-lock.json setup.sh
     "$PYTHON" -c 'import sys; print(sys.version)'
     node --version
@@ -58,6 +60,7 @@ everything_present() {
   command -v go >/dev/null 2>&1 &&
     [ -x .venv/bin/python ] && [ -x .venv-legacy/bin/python ] &&
     [ -x .venv-otel/bin/python ] && [ -x .venv-otlp/bin/python ] &&
+    [ -x .venv-prof/bin/py-spy ] && [ -x .venv-prof/bin/pyinstrument ] &&
     [ -f node_modules/@pyroscope/nodejs/package.json ] &&
     [ -f node_modules/pyroscope-nodejs-multipart/package.json ]
 }
@@ -107,6 +110,7 @@ make_venv .venv requirements.txt
 make_venv .venv-legacy requirements-legacy.txt
 make_venv .venv-otel requirements-otel.txt
 make_venv .venv-otlp requirements-otlp.txt
+make_venv .venv-prof requirements-prof.txt
 
 # 3. npm packages.
 if [ -f package-lock.json ]; then
@@ -142,8 +146,11 @@ NV="$(node -e '
   console.log(v("@pyroscope/nodejs") + " (multipart: " + v("pyroscope-nodejs-multipart") + ")");
 ')" || die "@pyroscope/nodejs does not load"
 go tool pprof -h >/dev/null 2>&1 || die "go tool pprof does not run"
+PROF="$(.venv-prof/bin/py-spy --version) / pyinstrument $(.venv-prof/bin/python -c 'from importlib.metadata import version; print(version("pyinstrument"))')" ||
+  die "py-spy or pyinstrument does not run in .venv-prof"
 
 log "pyroscope-io $V1 (.venv), $V08 (.venv-legacy); opentelemetry-sdk-extension-profiling $OTEL (.venv-otel);"
 log "opentelemetry-proto $OTLP (.venv-otlp); @pyroscope/nodejs $NV; $(go version | cut -d' ' -f3)"
+log "$PROF (.venv-prof)"
 echo "$KEY" > "$STAMP"
 log "done"

@@ -1,5 +1,5 @@
-//! The command line: `flamepipe [run] [--config FILE]`, `flamepipe validate FILE` and
-//! `flamepipe blocks ls|dump|verify --store URL`.
+//! The command line: `flamepipe [run] [--config FILE]`, `flamepipe validate FILE`,
+//! `flamepipe blocks ls|dump|verify --store URL` and `flamepipe upload FILE...`.
 //!
 //! Parsing only; `main` dispatches. Clap exits with code 2 on a usage error, which is also
 //! the code for a bad config.
@@ -26,6 +26,28 @@ pub enum Command {
     /// Inspect the blocks in an object store
     #[command(subcommand)]
     Blocks(BlocksCommand),
+    /// Send profile files (pprof, speedscope, folded; told from their content) to a
+    /// Pyroscope-compatible server
+    Upload(UploadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The server: flamepipe's pyroscope receiver, or Pyroscope
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4040")]
+    pub url: String,
+    /// The tenant (X-Scope-OrgID)
+    #[arg(long, visible_alias = "tenant-id", value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// The service name the profiles are stored under (a service_name label wins)
+    #[arg(long, value_name = "NAME", default_value = "flamepipe-upload")]
+    pub service: String,
+    /// Series labels, k=v[,k=v...]; may be repeated
+    #[arg(long, visible_alias = "extra-labels", value_name = "K=V,...")]
+    pub labels: Vec<String>,
+    /// The files to send
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@
 //! - [`topology`]: building, running and shutting down the pipelines.
 //! - [`server`]: the HTTP servers components mount routes on, and the telemetry server.
 //! - [`blocks_cmd`]: `flamepipe blocks ls|dump|verify`.
+//! - [`upload_cmd`]: `flamepipe upload`.
 //! - [`logging`]: tracing setup.
 
 mod blocks_cmd;
@@ -21,6 +22,7 @@ mod query;
 mod registry;
 mod server;
 mod topology;
+mod upload_cmd;
 
 #[cfg(test)]
 mod testing;
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(arg) => run(&arg.config),
         Command::Validate(args) => validate(&args.path()),
         Command::Blocks(command) => blocks(command),
+        Command::Upload(args) => upload(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,6 +158,21 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         }
         info!(signal = "Ctrl-C", "received signal");
     }
+}
+
+fn upload(args: cli::UploadArgs) -> Result<(), Failure> {
+    let labels = upload_cmd::parse_labels(&args.labels).map_err(|e| {
+        eprintln!("flamepipe: --labels: {e}");
+        Failure::Usage
+    })?;
+    let upload = upload_cmd::Upload {
+        url: args.url,
+        tenant: args.tenant,
+        service: args.service,
+        labels,
+        files: args.files,
+    };
+    upload.run(&mut std::io::stderr()).map_err(Failure::Runtime)
 }
 
 fn blocks(command: BlocksCommand) -> Result<(), Failure> {

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// The label every series has: which service sent it (Pyroscope's convention).
 pub const SERVICE_NAME: &str = "service_name";
@@ -16,9 +17,11 @@ pub const METRIC_NAME: &str = "__name__";
 /// The service of senders that name none (the OpenTelemetry SDKs' and Pyroscope's default).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
-/// A sorted set of label pairs; setting a name twice keeps the last value.
+/// A sorted set of label pairs; setting a name twice keeps the last value. Names and values
+/// are shared strings: the series of one request (one per sample label set) copy them by
+/// reference.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
 
 impl Labels {
     pub fn new() -> Self {
@@ -27,9 +30,9 @@ impl Labels {
 
     /// Sets `name` to `value`, replacing an earlier value. Empty values remove the label,
     /// as in Prometheus, where an empty label is the same as an absent one.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let (name, value) = (name.into(), value.into());
-        match self.0.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+    pub fn set(&mut self, name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) {
+        let (name, value): (Arc<str>, Arc<str>) = (name.into(), value.into());
+        match self.0.binary_search_by(|(n, _)| (**n).cmp(&*name)) {
             Ok(i) if value.is_empty() => {
                 self.0.remove(i);
             }
@@ -41,13 +44,18 @@ impl Labels {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .binary_search_by(|(n, _)| (**n).cmp(name))
             .ok()
-            .map(|i| self.0[i].1.as_str())
+            .map(|i| &*self.0[i].1)
+    }
+
+    /// The pairs as shared strings, to copy into other label sets without copying the text.
+    pub fn shared(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+        self.0.iter().map(|(n, v)| (n, v))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (&**n, &**v))
     }
 
     pub fn len(&self) -> usize {
@@ -59,7 +67,7 @@ impl Labels {
     }
 }
 
-impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Labels {
+impl<N: Into<Arc<str>>, V: Into<Arc<str>>> FromIterator<(N, V)> for Labels {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut labels = Labels::new();
         for (n, v) in iter {

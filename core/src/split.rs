@@ -17,7 +17,7 @@
 //!
 //! Called by [`deliver`](crate::component::deliver) for every receiver, before the checks.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::labels::{Labels, otel_label_name};
 use crate::model::{Profile, Sample};
@@ -39,34 +39,62 @@ pub fn split_by_sample_labels(profiles: Vec<Profile>) -> Vec<Profile> {
 }
 
 fn split_one(mut p: Profile, out: &mut Vec<Profile>) {
-    // The series labels each label set adds, computed once per set.
-    let mut added: Vec<Option<Vec<(String, String)>>> = vec![None; p.symbols.label_set_count()];
-    let mut groups: BTreeMap<Vec<(String, String)>, Vec<Sample>> = BTreeMap::new();
+    // Label set id -> group index, computed once per set; sets that add the same series
+    // labels (they differ only in numeric labels or span ids) share a group.
+    let mut group_of_set: Vec<Option<usize>> = vec![None; p.symbols.label_set_count()];
+    let mut groups: Vec<(Labels, Vec<Sample>)> = Vec::new();
     for s in std::mem::take(&mut p.samples) {
-        let labels = added[s.labels as usize].get_or_insert_with(|| series_labels_of(&p, s.labels));
-        groups.entry(labels.clone()).or_default().push(s);
+        let group = match group_of_set[s.labels as usize] {
+            Some(g) => g,
+            None => {
+                let labels = series_labels_of(&p, s.labels);
+                let g = match groups.iter().position(|(l, _)| *l == labels) {
+                    Some(g) => g,
+                    None => {
+                        groups.push((labels, Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                group_of_set[s.labels as usize] = Some(g);
+                g
+            }
+        };
+        groups[group].1.push(s);
     }
     // No labels to split by (or no samples at all: the profile is kept, as it was sent).
-    if groups.len() <= 1 && groups.keys().next().is_none_or(Vec::is_empty) {
-        p.samples = groups.into_values().next().unwrap_or_default();
+    if groups.len() <= 1 && groups.first().is_none_or(|(labels, _)| labels.is_empty()) {
+        p.samples = groups.pop().map(|(_, samples)| samples).unwrap_or_default();
         out.push(p);
         return;
     }
+    let Profile {
+        series: base,
+        profile_type,
+        timestamp_ns,
+        duration_ns,
+        period,
+        symbols,
+        ..
+    } = p;
     for (labels, samples) in groups {
-        let mut series = p.series.clone();
-        for (name, value) in labels {
-            series.set(name, value);
+        let mut series = base.clone();
+        for (name, value) in labels.shared() {
+            series.set(Arc::clone(name), Arc::clone(value));
         }
         out.push(Profile {
             series,
+            profile_type: profile_type.clone(),
+            timestamp_ns,
+            duration_ns,
+            period,
             samples,
-            ..p.clone()
+            symbols: Arc::clone(&symbols),
         });
     }
 }
 
 /// The series labels label set `set` of `p`'s symbols adds to `p`'s series.
-fn series_labels_of(p: &Profile, set: u32) -> Vec<(String, String)> {
+fn series_labels_of(p: &Profile, set: u32) -> Labels {
     let t = &p.symbols;
     let mut labels: Labels = Labels::new();
     for l in t.label_set(set) {
@@ -78,14 +106,14 @@ fn series_labels_of(p: &Profile, set: u32) -> Vec<(String, String)> {
         if name.is_empty() || p.series.get(&name).is_some() {
             continue;
         }
-        labels.set(name.into_owned(), value);
+        labels.set(name, value);
     }
-    labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    labels
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::collections::BTreeMap;
 
     use super::*;
     use crate::profile_type::ProfileType;

@@ -176,7 +176,9 @@ fn stored_series(data: &Path) -> usize {
             .expect("store");
         let mut series = std::collections::HashSet::new();
         for block in list_blocks(store.as_ref(), None).await.expect("list") {
-            let reader = BlockReader::open(std::sync::Arc::clone(&store), block.path).await.expect("block");
+            let reader = BlockReader::open(std::sync::Arc::clone(&store), block.path)
+                .await
+                .expect("block");
             for ds in &reader.meta().datasets {
                 let index = reader.dataset_index(ds).await.expect("index");
                 series.extend(index.series.into_iter().map(|(labels, t)| (labels.to_string(), t.id())));

@@ -30,11 +30,18 @@ fn go_pprof(go: &Path, profile: &Path, args: &[&str]) -> String {
 }
 
 pub fn go_pprof_totals(go: &Path, profile: &Path) -> ReferenceTotals {
+    go_pprof_totals_with(go, profile, &[])
+}
+
+/// [`go_pprof_totals`] with further `go tool pprof` options, such as `-tagfocus=key=regexp`
+/// to keep only samples with a label.
+pub fn go_pprof_totals_with(go: &Path, profile: &Path, extra: &[&str]) -> ReferenceTotals {
     let types = sample_types(&go_pprof(go, profile, &["-raw"]));
     let mut totals = ReferenceTotals::new();
     for (i, sample_type) in types.iter().enumerate() {
         let index = format!("-sample_index={i}");
         let mut args = vec!["-traces", index.as_str()];
+        args.extend_from_slice(extra);
         let unit = sample_type.rsplit_once('/').map_or("", |(_, u)| u);
         let unit_flag = match unit {
             "nanoseconds" => Some("-unit=ns"),

@@ -6,6 +6,7 @@
 //! ids remapped into it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use prost::Message;
@@ -14,8 +15,12 @@ use ulid::Ulid;
 use super::Result;
 use super::codec::{encode_symbols, write_section};
 use super::format::{self, BlockMeta, Dataset, SampleColumns, Series, SeriesIndex};
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+
 use crate::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
 use crate::model::Profile;
+use crate::profile_type::ProfileType;
 use crate::symbols::{Remap, Symbols, SymbolsBuilder};
 
 /// Zstd level for sections. Level 1: segments are written on the ingest path, where speed
@@ -39,8 +44,11 @@ struct DatasetBuilder {
     symbols: SymbolsBuilder,
     // Keyed by the table's address; the Arc held beside it keeps the address from being reused.
     remaps: HashMap<usize, (Arc<Symbols>, Remap)>,
-    series: HashMap<(Labels, String), u32>,
-    series_rows: Vec<Series>,
+    /// Series ids by (labels, profile type), looked up without building a key: a segment
+    /// holds many profiles of few series (more so once sample labels split profiles).
+    series: HashTable<u32>,
+    series_keys: Vec<(Labels, ProfileType)>,
+    hasher: RandomState,
     profiles: Vec<PendingProfile>,
 }
 
@@ -64,7 +72,12 @@ impl BlockBuilder {
 
     pub fn add(&mut self, profile: &Profile) {
         let service = profile.series.get(SERVICE_NAME).unwrap_or(UNKNOWN_SERVICE);
-        let ds = self.datasets.entry(service.to_string()).or_default();
+        if !self.datasets.contains_key(service) {
+            self.datasets.insert(service.to_string(), DatasetBuilder::default());
+        }
+        let Some(ds) = self.datasets.get_mut(service) else {
+            return;
+        };
         let key = Arc::as_ptr(&profile.symbols) as usize;
         let DatasetBuilder { symbols, remaps, .. } = ds;
         let (_, remap) = remaps
@@ -83,18 +96,32 @@ impl BlockBuilder {
             .collect();
         samples.sort_unstable_by_key(|&(stack, _, labels)| (stack, labels));
 
-        let type_id = profile.profile_type.id();
-        let series_key = (profile.series.clone(), type_id);
-        let next = ds.series_rows.len() as u32;
-        let series = *ds.series.entry(series_key).or_insert_with_key(|(labels, type_id)| {
-            let (names, values) = labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).unzip();
-            ds.series_rows.push(Series {
-                label_names: names,
-                label_values: values,
-                profile_type: type_id.clone(),
-            });
-            next
-        });
+        let key = (&profile.series, &profile.profile_type);
+        let hash = ds.hasher.hash_one(key);
+        let DatasetBuilder {
+            series,
+            series_keys,
+            hasher,
+            ..
+        } = ds;
+        let found = series
+            .find(hash, |&id| {
+                let (labels, t) = &series_keys[id as usize];
+                (labels, t) == key
+            })
+            .copied();
+        let series = match found {
+            Some(id) => id,
+            None => {
+                let id = series_keys.len() as u32;
+                series_keys.push((profile.series.clone(), profile.profile_type.clone()));
+                series.insert_unique(hash, id, |&id| {
+                    let (labels, t) = &series_keys[id as usize];
+                    hasher.hash_one((labels, t))
+                });
+                id
+            }
+        };
         ds.profiles.push(PendingProfile {
             series,
             timestamp_ns: profile.timestamp_ns,
@@ -119,7 +146,19 @@ impl BlockBuilder {
         for (service_name, mut ds) in self.datasets {
             ds.profiles.sort_by_key(|p| (p.timestamp_ns, p.series));
             let mut index = SeriesIndex {
-                series: ds.series_rows,
+                series: ds
+                    .series_keys
+                    .iter()
+                    .map(|(labels, t)| {
+                        let (label_names, label_values) =
+                            labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).unzip();
+                        Series {
+                            label_names,
+                            label_values,
+                            profile_type: t.id(),
+                        }
+                    })
+                    .collect(),
                 ..Default::default()
             };
             let sample_count: usize = ds.profiles.iter().map(|p| p.samples.len()).sum();
