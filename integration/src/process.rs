@@ -356,6 +356,11 @@ pub fn post_binary(url: &str, content_type: &str, body: &[u8], headers: &[(&str,
 pub fn post_with_curl(url: &str, body: &[u8]) -> (u16, String) {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), body).expect("write body");
+    post_file_with_curl(url, file.path())
+}
+
+/// [`post_with_curl`] of a file's contents, streamed from disk (for bodies too large to hold).
+pub fn post_file_with_curl(url: &str, body: &Path) -> (u16, String) {
     let out = std::process::Command::new("curl")
         .args([
             "-sS",
@@ -365,9 +370,12 @@ pub fn post_with_curl(url: &str, body: &[u8]) -> (u16, String) {
             "\n%{http_code}",
             "-H",
             "Content-Type: application/octet-stream",
-            "--data-binary",
+            "-X",
+            "POST",
+            // Streams the file rather than loading it (--data-binary would hold it all).
+            "--upload-file",
         ])
-        .arg(format!("@{}", file.path().display()))
+        .arg(body)
         .arg(url)
         .output()
         .expect("run curl (setup.sh installs it)");

@@ -283,7 +283,7 @@ pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Pro
                     let value = unit.value(weight).ok_or_else(|| {
                         bad(
                             "weights",
-                            format!("weights[{i}] = {weight} is negative, not finite or too large"),
+                            format!("weights[{i}] = {weight:?} is negative, not finite or too large"),
                         )
                     })?;
                     stack.clear();
@@ -491,7 +491,7 @@ mod tests {
             ),
             (
                 r#"{"type":"sampled","name":"a","unit":"seconds","startValue":0,"endValue":1,"samples":[[0]],"weights":[-1]}"#,
-                "profiles[0].weights: weights[0] = -1 is negative",
+                "profiles[0].weights: weights[0] = -1.0 is negative",
             ),
             (
                 r#"{"type":"sampled","name":"a","unit":"seconds","startValue":0,"endValue":1,"samples":[[0]],"weights":[1e300]}"#,
