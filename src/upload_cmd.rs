@@ -2,7 +2,10 @@
 //! Pyroscope's), as Grafana's `profilecli upload` does for pprof.
 //!
 //! Each file's format is told from its content ([`flamepipe_core::formats::detect`]): pprof
-//! (gzipped or raw), speedscope JSON or folded text, and sent with the matching `format`. The
+//! (gzipped or raw), speedscope JSON or folded text, and sent with the matching `format`.
+//! pprof files carry their own time; speedscope and folded files do not, and are stamped with
+//! the file's modification time, so that uploading a file twice stores it once (with the
+//! `dedup` processor, as in the shipped pipeline) rather than as two profiles. The
 //! series is `service_name` (`--service`, default `flamepipe-upload`, or a `service_name`
 //! label) plus `--labels`. Files are sent one after the other; each gets a line on stderr. The
 //! command exits 0 when every file was stored, 1 when any was not (the others are still sent).
@@ -79,13 +82,16 @@ impl Upload {
         }
     }
 
-    fn send(&self, agent: &ureq::Agent, body: &[u8], format: Format) -> Result<(), String> {
-        let url = format!(
+    fn send(&self, agent: &ureq::Agent, body: &[u8], format: Format, modified_s: Option<u64>) -> Result<(), String> {
+        let mut url = format!(
             "{}/ingest?name={}&format={}",
             self.url.trim_end_matches('/'),
             encode(&self.name()),
             format.ingest_param()
         );
+        if let (Format::Speedscope | Format::Folded, Some(at)) = (format, modified_s) {
+            url.push_str(&format!("&from={at}&until={at}"));
+        }
         let mut request = agent.post(&url).header("Content-Type", "application/octet-stream");
         if let Some(tenant) = &self.tenant {
             request = request.header("X-Scope-OrgID", tenant);
@@ -111,12 +117,18 @@ impl Upload {
         let total = self.files.len();
         let mut failed = 0;
         for (i, path) in self.files.iter().enumerate() {
+            let modified_s = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
             let result = std::fs::read(path)
                 .map_err(|e| format!("cannot read it: {e}"))
                 .and_then(|body| {
                     let format = formats::detect(&body)
                         .ok_or_else(|| "not a pprof, speedscope or folded-text profile".to_string())?;
-                    self.send(&agent, &body, format).map(|()| (format, body.len()))
+                    self.send(&agent, &body, format, modified_s)
+                        .map(|()| (format, body.len()))
                 });
             match result {
                 Ok((format, bytes)) => writeln!(

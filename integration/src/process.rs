@@ -29,6 +29,9 @@ pub struct Options {
     /// [`OTLP_HTTP_IP`] (port 0 each), found again by address in the `listening` logs, at
     /// [`Flamepipe::otlp_grpc_url`] and [`Flamepipe::otlp_http_url`].
     pub otlp: Option<String>,
+    /// Put a `dedup` processor before `segment`: `Some(extra)` holds keys of its section
+    /// (indented by the caller with 4 spaces).
+    pub dedup: Option<String>,
 }
 
 /// The loopback address of the `otlp` receiver's gRPC listener (see [`Options::otlp`]).
@@ -45,6 +48,7 @@ impl Default for Options {
             queue_size: None,
             query: None,
             otlp: None,
+            dedup: None,
         }
     }
 }
@@ -95,11 +99,16 @@ impl Flamepipe {
                 )
             })
             .unwrap_or_default();
+        let (dedup, dedup_id) = opts
+            .dedup
+            .as_ref()
+            .map(|extra| (format!("  dedup:\n{extra}"), "dedup, "))
+            .unwrap_or_default();
         format!(
             "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}{otlp}\
-             processors:\n  segment:\n    flush_interval: {flush}\n\
+             processors:\n{dedup}  segment:\n    flush_interval: {flush}\n\
              exporters:\n  blocks:\n    store: file://{data}\n\
-             {query}service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [segment]\n      exporters: [blocks]\n\
+             {query}service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [{dedup_id}segment]\n      exporters: [blocks]\n\
              \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
             ack = opts.ack,
             extra = opts.receiver_extra,
