@@ -32,13 +32,18 @@ def flamepipe_busy_work(deadline):
     return acc
 
 
-def flamepipe_main_loop(seconds):
+def flamepipe_main_loop(seconds, tag_fib=False):
     end = time.time() + seconds
     rounds = 0
     while time.time() < end:
         # roughly 2/3 of the time in busy_work, 1/3 in fib.
         flamepipe_busy_work(min(end, time.time() + 0.1))
-        flamepipe_fib(27)
+        if tag_fib:
+            # The SDK's tag wrapper: samples taken inside carry phase=fib.
+            with pyroscope.tag_wrapper({"phase": "fib"}):
+                flamepipe_fib(27)
+        else:
+            flamepipe_fib(27)
         rounds += 1
     return rounds
 
@@ -73,6 +78,8 @@ def main(argv=None):
     p.add_argument("--mem", action="store_true",
                    help="also enable the memory profiler (1.x only: mem_enabled=True)")
     p.add_argument("--verbose", action="store_true", help="enable SDK logging")
+    p.add_argument("--tag-fib", action="store_true",
+                   help="run flamepipe_fib inside pyroscope.tag_wrapper({'phase': 'fib'})")
     a = p.parse_args(argv)
 
     params = inspect.signature(pyroscope.configure).parameters
@@ -101,7 +108,7 @@ def main(argv=None):
         sdk_version(), a.app, a.server, a.seconds, dict(a.tag)), flush=True)
     pyroscope.configure(**kwargs)
     start = time.time()
-    rounds = flamepipe_main_loop(a.seconds)
+    rounds = flamepipe_main_loop(a.seconds, tag_fib=a.tag_fib)
     shutdown = getattr(pyroscope, "shutdown", None)
     if callable(shutdown):
         # Both 1.x and 0.8.x: drop_agent stops the sampler and flushes the

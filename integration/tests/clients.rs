@@ -79,6 +79,7 @@ fn python_sdk_1x_pushes() {
             "--tenant",
             "team-py",
             "--mem",
+            "--tag-fib",
         ],
     );
     let stored = stored_for(&fp.data, "py-push", &["process_cpu:cpu:", "memory:"]);
@@ -104,6 +105,31 @@ fn python_sdk_1x_pushes() {
         .filter(|s| s.profile.profile_type.name == "process_cpu")
         .collect();
     assert!(has_function(&cpu, "flamepipe_busy_work") && has_function(&cpu, "flamepipe_fib"));
+    // The tag wrapper's label is a series label: phase=fib holds the fib work, and the rest of
+    // the run is in the series without it.
+    let (tagged, untagged): (Vec<_>, Vec<_>) = cpu
+        .iter()
+        .copied()
+        .partition(|s| s.profile.series.get("phase") == Some("fib"));
+    assert!(!tagged.is_empty(), "no series with phase=fib");
+    assert!(
+        has_function(&tagged, "flamepipe_fib"),
+        "phase=fib does not hold flamepipe_fib"
+    );
+    assert!(has_function(&untagged, "flamepipe_busy_work"));
+    // The sampler reads a thread's tags and its stack a moment apart: allow a few samples
+    // at the edges of the wrapped call.
+    let cum = |profiles: &[&StoredProfile], function: &str| -> i64 {
+        profiles
+            .iter()
+            .map(|s| s.profile.function_totals().get(function).map_or(0, |t| t.cum))
+            .sum()
+    };
+    let tagged_total: i64 = tagged.iter().map(|s| s.profile.total()).sum();
+    assert!(
+        cum(&tagged, "flamepipe_fib") * 10 >= tagged_total * 9,
+        "phase=fib is mostly flamepipe_fib"
+    );
 }
 
 #[test]

@@ -966,6 +966,21 @@ fn check_sdk_profiles(fp: &Flamepipe, services: &[&str], tenant: &str, thread: &
             worker_busy,
             "{name}: no sample labelled thread.name={thread} in flamepipe_busy_work"
         );
+        // Sample attributes are series labels too: the worker's samples have a series of their
+        // own, named by the Prometheus rule (`thread.name` -> `thread_name`).
+        let worker_series: Vec<&&Profile> = cpu
+            .iter()
+            .filter(|p| p.series.get("thread_name") == Some(thread))
+            .collect();
+        assert!(!worker_series.is_empty(), "{name}: no series with thread_name={thread}");
+        for p in worker_series {
+            assert!(
+                p.samples
+                    .iter()
+                    .all(|s| sample_labels(p, s).contains(&("thread.name".to_string(), thread.to_string()))),
+                "{name}: a thread_name={thread} series holds another thread's samples"
+            );
+        }
         let main_fib = cpu.iter().any(|p| {
             p.samples.iter().any(|s| {
                 sample_labels(p, s).contains(&("thread.name".to_string(), "MainThread".to_string()))
