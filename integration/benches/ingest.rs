@@ -1,11 +1,12 @@
-//! Ingest benchmark over ../shared/bench-corpus (run: `cargo bench --bench ingest`).
+//! Ingest benchmark over the bench corpus (integration/testdata/bench-corpus) (run: `cargo bench --bench ingest`).
 //!
 //! Prints, for the cpu/ and m10/ corpora, in one run:
 //! (a) the decode floor: gunzip + protobuf decode into the pprof structs, one thread,
 //!     thread CPU time;
-//! (b) full ingest: the release `flamepipe` binary with the shipped pipeline shape
-//!     (pyroscope receiver -> segment 1s -> blocks on local disk, fsync, `ack: durable`),
-//!     fed over HTTP by concurrent clients; CPU time of the flamepipe process only;
+//! (b) full ingest: the release `flamepipe` binary (pyroscope receiver -> segment 1s ->
+//!     blocks on local disk, fsync, `ack: durable`), fed over HTTP by concurrent clients; CPU
+//!     time of the flamepipe process only; and the same with the `dedup` processor before
+//!     `segment` (the shipped pipeline's shape), whose cost is the last column;
 //! as MB/s of gzip input per core, the ratio b/a, ack latency, peak RSS and the size of the
 //! stored blocks against the gzip input; and (c) the cost of the checks every profile passes
 //! before it enters a pipeline (`validate::check_batch`), one thread, as a share of (a).
@@ -20,7 +21,7 @@ use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, pr
 use flamepipe_core::{Labels, Profile, validate};
 use flamepipe_integration::measure::{best_cpu, dir_size, peak_rss_mib, process_cpu};
 use flamepipe_integration::process::{http, post_with};
-use flamepipe_integration::{Flamepipe, Options, shared_dir};
+use flamepipe_integration::{Flamepipe, Options, bench_corpus};
 use prost::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
@@ -105,9 +106,12 @@ struct Ingest {
     stored_ratio: f64,
 }
 
-fn full_ingest(files: &[Vec<u8>], passes: usize) -> Ingest {
+/// (b) over `passes` sends of the corpus; with `dedup`, the shipped pipeline's `dedup`
+/// processor before `segment`.
+fn full_ingest(files: &[Vec<u8>], passes: usize, dedup: bool) -> Ingest {
     let opts = Options {
         flush_interval: "1s",
+        dedup: dedup.then(|| "    window: 10m\n".to_string()),
         ..Options::default()
     };
     let fp = Flamepipe::start(BIN, &opts);
@@ -193,10 +197,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let corpus = shared_dir().join("bench-corpus");
+    let corpus = bench_corpus();
     println!("flamepipe ingest benchmark; corpus {}", corpus.display());
     println!(
-        "{:<6} {:>11} {:>10} {:>12} {:>13} {:>6} {:>13} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7}",
+        "{:<6} {:>11} {:>10} {:>12} {:>13} {:>6} {:>13} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}",
         "corpus",
         "gunzip MB/s",
         "floor MB/s",
@@ -210,7 +214,8 @@ fn main() {
         "RSS MiB",
         "stored/gz",
         "checks",
-        "series"
+        "series",
+        "dedup"
     );
     for name in ["cpu", "m10"] {
         let files = load(&corpus.join(name));
@@ -219,14 +224,15 @@ fn main() {
             // The floor before and after the ingest run, best of both: this machine's speed
             // drifts, and a slow floor would flatter the ratio.
             let before = decode_floor(&files);
-            let ingest = full_ingest(&files, PASSES);
+            let ingest = full_ingest(&files, PASSES, false);
+            let with_dedup = full_ingest(&files, PASSES, true);
             let after = decode_floor(&files);
             let floor = if after.mb_s > before.mb_s { after } else { before };
             let ratio = ingest.mb_s_per_core / floor.mb_s;
             ratios.push(ratio);
             let checks = check_share(&files, &floor);
             println!(
-                "{:<6} {:>11.1} {:>10.1} {:>12.0} {:>13.1} {:>6.2} {:>13.0} {:>9.1} {:>8.0?} {:>8.0?} {:>8.0} {:>9.3} {:>6.1}% {:>7}",
+                "{:<6} {:>11.1} {:>10.1} {:>12.0} {:>13.1} {:>6.2} {:>13.0} {:>9.1} {:>8.0?} {:>8.0?} {:>8.0} {:>9.3} {:>6.1}% {:>7} {:>+6.1}%",
                 format!("{name}#{round}"),
                 floor.gunzip_mb_s,
                 floor.mb_s,
@@ -241,6 +247,7 @@ fn main() {
                 ingest.stored_ratio,
                 checks * 100.0,
                 ingest.series,
+                (ingest.mb_s_per_core / with_dedup.mb_s_per_core - 1.0) * 100.0,
             );
         }
         ratios.sort_by(f64::total_cmp);

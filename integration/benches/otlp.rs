@@ -1,4 +1,4 @@
-//! OTLP ingest benchmark over ../shared/bench-corpus (run: `cargo bench --bench otlp`).
+//! OTLP ingest benchmark over the bench corpus (integration/testdata/bench-corpus) (run: `cargo bench --bench otlp`).
 //!
 //! The cpu/ and m10/ pprof files are turned into OTLP once, up front: each file is decoded
 //! with the ingest decoder (`pprof::decode_profiles`, service `bench-N`), encoded with the
@@ -34,7 +34,7 @@ use flamepipe_core::Labels;
 use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits};
 use flamepipe_integration::measure::{best_cpu, dir_size, median, peak_rss_mib, process_cpu, thread_cpu};
 use flamepipe_integration::process::http;
-use flamepipe_integration::{Flamepipe, Options, shared_dir};
+use flamepipe_integration::{Flamepipe, Options, bench_corpus};
 use flamepipe_receiver_otlp::HTTP_PATH;
 use flamepipe_receiver_otlp::convert::{self, Limits as OtlpLimits};
 use flamepipe_receiver_otlp::version;
@@ -305,7 +305,7 @@ fn main() {
         .map(|v| v.parse().expect("OTLP_BENCH_ROUNDS: a number"))
         .unwrap_or(ROUNDS)
         .max(1);
-    let corpus_dir = shared_dir().join("bench-corpus");
+    let corpus_dir = bench_corpus();
     println!("flamepipe OTLP ingest benchmark; corpus {}", corpus_dir.display());
     println!("MB = gzipped OTLP bytes as sent, except pprof MB/s/c (the source pprof files' gzip bytes)");
     let mut summaries = Vec::new();

@@ -1,4 +1,4 @@
-//! Query benchmark over ../shared/bench-corpus/m10 (run: `cargo bench --bench query`).
+//! Query benchmark over the bench corpus (integration/testdata/bench-corpus)/m10 (run: `cargo bench --bench query`).
 //!
 //! The 200 m10 files (gzipped pprof, merges of ten CPU profiles each) are decoded with the
 //! ingest path's decoder (`pprof::decode_profiles`): two profiles per file (cpu nanoseconds and
@@ -43,7 +43,7 @@ use flamepipe_core::query::{EngineOptions, Event, FlameGraph, FlameTree, Query, 
 use flamepipe_core::symbols::{Symbols, SymbolsBuilder};
 use flamepipe_core::telemetry::Telemetry;
 use flamepipe_integration::measure::{median, rusage_cpu, thread_cpu};
-use flamepipe_integration::shared_dir;
+use flamepipe_integration::bench_corpus;
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
@@ -326,7 +326,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let dir = shared_dir().join("bench-corpus/m10");
+    let dir = bench_corpus().join("m10");
     let files = corpus_files(&dir);
     println!(
         "flamepipe query benchmark; corpus {} ({} files)",

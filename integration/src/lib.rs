@@ -26,9 +26,10 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared` beside the repository: the benchmark corpus lives there.
-pub fn shared_dir() -> PathBuf {
-    repo_root().join("../shared")
+/// The benchmark corpus, kept in the repository (`integration/testdata/bench-corpus`: real Go
+/// profiles, see its README), so that a clone alone runs the benchmarks.
+pub fn bench_corpus() -> PathBuf {
+    repo_root().join("integration/testdata/bench-corpus")
 }
 
 /// The profile fixtures the tests use, kept in the repository (`integration/testdata/fixtures`,
