@@ -285,13 +285,9 @@ pub enum DeliverError {
 }
 
 /// What every request's profiles go through before they enter a pipeline: the checks the
-/// block reader applies ([`check_batch`](crate::validate::check_batch)), then sample labels
-/// become series labels ([`split_by_sample_labels`](crate::split::split_by_sample_labels)),
-/// which adds only valid label names and values to profiles already checked.
+/// block reader applies ([`check_batch`](crate::validate::check_batch)).
 pub fn prepare(profiles: Vec<Profile>) -> Result<Vec<Profile>, crate::validate::InvalidProfile> {
     crate::validate::check_batch(&profiles)?;
-    let profiles = crate::split::split_by_sample_labels(profiles);
-    debug_assert_eq!(crate::validate::check_batch(&profiles), Ok(()));
     Ok(profiles)
 }
 

@@ -15,12 +15,15 @@
 //! - samples without such labels form the profile's series as it was, so totals are exact:
 //!   every sample is in exactly one of the profiles a split makes.
 //!
-//! Called by [`deliver`](crate::component::deliver) for every receiver, before the checks.
+//! The block builder splits as it writes a block (one profile per sample type travels
+//! through the pipelines, which is cheaper for every processor); [`split_by_sample_labels`]
+//! is the same split on whole profiles, the reference the builder is tested against.
 
 use std::sync::Arc;
 
 use crate::labels::{Labels, otel_label_name};
 use crate::model::{Profile, Sample};
+use crate::symbols::Symbols;
 
 /// Sample labels that never become series labels (per-request identifiers).
 pub const KEPT_AS_SAMPLE_LABELS: &[&str] = &["span_id", "trace_id", "profile_id"];
@@ -47,7 +50,15 @@ fn split_one(mut p: Profile, out: &mut Vec<Profile>) {
         let group = match group_of_set[s.labels as usize] {
             Some(g) => g,
             None => {
-                let labels = series_labels_of(&p, s.labels);
+                let mut labels = series_labels_of(&p.symbols, s.labels);
+                let taken: Vec<String> = labels
+                    .iter()
+                    .filter(|(name, _)| p.series.get(name).is_some())
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                for name in taken {
+                    labels.set(name, "");
+                }
                 let g = match groups.iter().position(|(l, _)| *l == labels) {
                     Some(g) => g,
                     None => {
@@ -93,9 +104,10 @@ fn split_one(mut p: Profile, out: &mut Vec<Profile>) {
     }
 }
 
-/// The series labels label set `set` of `p`'s symbols adds to `p`'s series.
-fn series_labels_of(p: &Profile, set: u32) -> Labels {
-    let t = &p.symbols;
+/// The series labels label set `set` of table `t` makes: its string labels, named as label
+/// names, but for [`KEPT_AS_SAMPLE_LABELS`]. A series that has a label of the same name keeps
+/// its own value (callers skip those).
+pub fn series_labels_of(t: &Symbols, set: u32) -> Labels {
     let mut labels: Labels = Labels::new();
     for l in t.label_set(set) {
         let (key, value) = (t.str(l.key), t.str(l.str));
@@ -103,7 +115,7 @@ fn series_labels_of(p: &Profile, set: u32) -> Labels {
             continue;
         }
         let name = otel_label_name(key);
-        if name.is_empty() || p.series.get(&name).is_some() {
+        if name.is_empty() {
             continue;
         }
         labels.set(name, value);

@@ -4,9 +4,10 @@
 //!
 //! "Accepts" is what a request goes through before it is acknowledged: the receiver's decoder
 //! (`decode_ingest`, `decode_push`, `decode_export`, the functions its handlers run), then what
-//! the shared `deliver` step does (`component::prepare`: sample labels split into series, the
-//! checks). Whatever passes both is written with the block builder, read back with
-//! `decode_block`, and compared profile by profile: series, type, time, total and
+//! the shared `deliver` step does (`component::prepare`, the checks). Whatever passes both is
+//! written with the block builder (which splits profiles into series by their sample labels),
+//! read back with `decode_block`, and compared profile by profile with the reference split
+//! (`split::split_by_sample_labels`) of the accepted profiles: series, type, time, total and
 //! per-function flat and cumulative totals, and sample labels, summed in 128 bits so that the
 //! order samples are stored in cannot matter. The split itself must keep the grand total.
 //!
@@ -25,6 +26,7 @@ use flamepipe_core::component::prepare;
 use flamepipe_core::formats::pprof::{Limits, proto};
 use flamepipe_core::labels::Labels;
 use flamepipe_core::profile_type::ProfileType;
+use flamepipe_core::split::split_by_sample_labels;
 use flamepipe_core::symbols::{Function, Line, Location, SampleLabel, Symbols, SymbolsBuilder};
 use flamepipe_integration::fixture;
 use flamepipe_receiver_otlp::{BodyFormat, decode_export};
@@ -151,16 +153,17 @@ fn round_trip(profiles: &[Profile]) -> Result<(), TestCaseError> {
     let types =
         |ps: &[Profile]| -> std::collections::BTreeSet<String> { ps.iter().map(|p| p.profile_type.id()).collect() };
     let decoded_types = types(profiles);
-    let Ok(profiles) = prepare(profiles.to_vec()) else {
+    let Ok(accepted) = prepare(profiles.to_vec()) else {
         return Ok(());
     };
-    let profiles = profiles.as_slice();
-    prop_assert_eq!(total(profiles), decoded_total);
-    prop_assert_eq!(types(profiles), decoded_types, "a profile type was lost");
     let mut builder = BlockBuilder::new("tenant", 0);
-    for p in profiles {
+    for p in &accepted {
         builder.add(p);
     }
+    let split = split_by_sample_labels(accepted);
+    let profiles = split.as_slice();
+    prop_assert_eq!(total(profiles), decoded_total);
+    prop_assert_eq!(types(profiles), decoded_types, "a profile type was lost");
     let block = builder
         .finish(Ulid::new())
         .map_err(|e| TestCaseError::fail(format!("cannot encode accepted profiles: {e}")))?;

@@ -3,7 +3,10 @@
 //! Profiles are grouped into datasets by `service_name`; each dataset imports the symbol
 //! tables of its profiles into one interned table (a table shared by several profiles, as the
 //! N sample types of one pprof share one, is imported once) and records samples with stack
-//! ids remapped into it.
+//! ids remapped into it. A profile whose samples carry sample labels is stored as one profile
+//! per series those labels make ([`crate::split`]): the split happens here, as the block is
+//! written, so everything before (pipelines, processors, the OTLP exporter) carries one
+//! profile per sample type.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -21,6 +24,7 @@ use hashbrown::HashTable;
 use crate::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
 use crate::model::Profile;
 use crate::profile_type::ProfileType;
+use crate::split;
 use crate::symbols::{Remap, Symbols, SymbolsBuilder};
 
 /// Zstd level for sections. Level 1: segments are written on the ingest path, where speed
@@ -42,14 +46,21 @@ pub struct EncodedBlock {
 #[derive(Default)]
 struct DatasetBuilder {
     symbols: SymbolsBuilder,
-    // Keyed by the table's address; the Arc held beside it keeps the address from being reused.
-    remaps: HashMap<usize, (Arc<Symbols>, Remap)>,
-    /// Series ids by (labels, profile type), looked up without building a key: a segment
-    /// holds many profiles of few series (more so once sample labels split profiles).
-    series: HashTable<u32>,
-    series_keys: Vec<(Labels, ProfileType)>,
-    hasher: RandomState,
+    /// Per imported table: the remap of its ids, and the series labels each of its label sets
+    /// adds. Keyed by the table's address; the Arc held beside it keeps the address from
+    /// being reused.
+    remaps: HashMap<usize, (Arc<Symbols>, Remap, Vec<Labels>)>,
+    series: SeriesTable,
     profiles: Vec<PendingProfile>,
+}
+
+/// Series ids by (labels, profile type), looked up without building a key: a segment holds
+/// many profiles of few series.
+#[derive(Default)]
+struct SeriesTable {
+    ids: HashTable<u32>,
+    keys: Vec<(Labels, ProfileType)>,
+    hasher: RandomState,
 }
 
 struct PendingProfile {
@@ -57,8 +68,33 @@ struct PendingProfile {
     timestamp_ns: i64,
     duration_ns: i64,
     period: i64,
-    /// (stack, value, label set), sorted.
-    samples: Vec<(u32, i64, u32)>,
+    /// Sorted by stack and label set.
+    samples: Vec<StoredSample>,
+}
+
+/// (stack, value, label set) in the dataset's symbol table.
+type StoredSample = (u32, i64, u32);
+
+impl SeriesTable {
+    /// The id of a series, added if new.
+    fn id(&mut self, labels: &Labels, profile_type: &ProfileType) -> u32 {
+        let key = (labels, profile_type);
+        let hash = self.hasher.hash_one(key);
+        let SeriesTable { ids, keys, hasher } = self;
+        if let Some(&id) = ids.find(hash, |&id| {
+            let (l, t) = &keys[id as usize];
+            (l, t) == key
+        }) {
+            return id;
+        }
+        let id = keys.len() as u32;
+        keys.push((labels.clone(), profile_type.clone()));
+        ids.insert_unique(hash, id, |&id| {
+            let (l, t) = &keys[id as usize];
+            hasher.hash_one((l, t))
+        });
+        id
+    }
 }
 
 impl BlockBuilder {
@@ -70,6 +106,8 @@ impl BlockBuilder {
         }
     }
 
+    /// Adds a profile. Its samples are split by the series labels their sample labels make
+    /// ([`crate::split`]): each part is stored as a profile of its own series.
     pub fn add(&mut self, profile: &Profile) {
         let service = profile.series.get(SERVICE_NAME).unwrap_or(UNKNOWN_SERVICE);
         if !self.datasets.contains_key(service) {
@@ -79,56 +117,60 @@ impl BlockBuilder {
             return;
         };
         let key = Arc::as_ptr(&profile.symbols) as usize;
-        let DatasetBuilder { symbols, remaps, .. } = ds;
-        let (_, remap) = remaps
-            .entry(key)
-            .or_insert_with(|| (Arc::clone(&profile.symbols), symbols.import(&profile.symbols)));
-        let mut samples: Vec<(u32, i64, u32)> = profile
-            .samples
-            .iter()
-            .map(|s| {
-                (
-                    remap.stacks[s.stack as usize],
-                    s.value,
-                    remap.label_sets[s.labels as usize],
-                )
-            })
-            .collect();
-        samples.sort_unstable_by_key(|&(stack, _, labels)| (stack, labels));
-
-        let key = (&profile.series, &profile.profile_type);
-        let hash = ds.hasher.hash_one(key);
         let DatasetBuilder {
-            series,
-            series_keys,
-            hasher,
-            ..
+            symbols,
+            remaps,
+            series: series_table,
+            profiles,
         } = ds;
-        let found = series
-            .find(hash, |&id| {
-                let (labels, t) = &series_keys[id as usize];
-                (labels, t) == key
-            })
-            .copied();
-        let series = match found {
-            Some(id) => id,
-            None => {
-                let id = series_keys.len() as u32;
-                series_keys.push((profile.series.clone(), profile.profile_type.clone()));
-                series.insert_unique(hash, id, |&id| {
-                    let (labels, t) = &series_keys[id as usize];
-                    hasher.hash_one((labels, t))
-                });
-                id
-            }
-        };
-        ds.profiles.push(PendingProfile {
-            series,
-            timestamp_ns: profile.timestamp_ns,
-            duration_ns: profile.duration_ns,
-            period: profile.period,
-            samples,
+        let (_, remap, added) = remaps.entry(key).or_insert_with(|| {
+            let added = (0..profile.symbols.label_set_count() as u32)
+                .map(|set| split::series_labels_of(&profile.symbols, set))
+                .collect();
+            (Arc::clone(&profile.symbols), symbols.import(&profile.symbols), added)
         });
+        let base = series_table.id(&profile.series, &profile.profile_type);
+        // Series id per label set of the profile's table, found once per set.
+        let mut series_of_set: Vec<Option<u32>> = vec![None; added.len()];
+        let mut parts: Vec<(u32, Vec<StoredSample>)> = Vec::new();
+        for s in &profile.samples {
+            let series = *series_of_set[s.labels as usize].get_or_insert_with(|| {
+                let added = &added[s.labels as usize];
+                if added.is_empty() {
+                    return base;
+                }
+                let mut labels = profile.series.clone();
+                for (name, value) in added.shared() {
+                    if labels.get(name).is_none() {
+                        labels.set(Arc::clone(name), Arc::clone(value));
+                    }
+                }
+                series_table.id(&labels, &profile.profile_type)
+            });
+            let sample = (
+                remap.stacks[s.stack as usize],
+                s.value,
+                remap.label_sets[s.labels as usize],
+            );
+            match parts.iter_mut().find(|(id, _)| *id == series) {
+                Some((_, samples)) => samples.push(sample),
+                None => parts.push((series, vec![sample])),
+            }
+        }
+        if parts.is_empty() {
+            // A profile without samples is stored as sent.
+            parts.push((base, Vec::new()));
+        }
+        for (series, mut samples) in parts {
+            samples.sort_unstable_by_key(|&(stack, _, labels)| (stack, labels));
+            profiles.push(PendingProfile {
+                series,
+                timestamp_ns: profile.timestamp_ns,
+                duration_ns: profile.duration_ns,
+                period: profile.period,
+                samples,
+            });
+        }
     }
 
     pub fn finish(self, id: Ulid) -> Result<EncodedBlock> {
@@ -147,7 +189,8 @@ impl BlockBuilder {
             ds.profiles.sort_by_key(|p| (p.timestamp_ns, p.series));
             let mut index = SeriesIndex {
                 series: ds
-                    .series_keys
+                    .series
+                    .keys
                     .iter()
                     .map(|(labels, t)| {
                         let (label_names, label_values) =

@@ -36,7 +36,11 @@ fn convert(path: &PathBuf) -> Vec<Profile> {
         default_timestamp_ns: 1_700_000_000_000_000_000,
         display_names: None,
     };
-    pprof::decode_profiles(&bytes, &Limits::default(), &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    // As stored: one profile per series its sample labels make (the block builder splits them
+    // again, which changes nothing), so stored profiles compare with these one to one.
+    let decoded =
+        pprof::decode_profiles(&bytes, &Limits::default(), &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    crate::split::split_by_sample_labels(decoded)
 }
 
 /// Total, per-function totals, sample labels (as text) and series labels of one profile.

@@ -53,7 +53,11 @@ fn convert(path: &PathBuf, series: &Labels, timestamp_ns: i64) -> Vec<Profile> {
         default_timestamp_ns: timestamp_ns,
         display_names: None,
     };
-    pprof::decode_profiles(&bytes, &Limits::default(), &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    // As stored: one profile per series its sample labels make (the block builder splits them
+    // again, which changes nothing), so stored profiles compare with these one to one.
+    let decoded =
+        pprof::decode_profiles(&bytes, &Limits::default(), &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    crate::split::split_by_sample_labels(decoded)
 }
 
 /// Every fixture, spread over [`BLOCKS`] blocks and three services (so that each service has

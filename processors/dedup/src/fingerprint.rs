@@ -1,28 +1,69 @@
 //! Fingerprints that decide whether two profiles are the same: one of the series (tenant,
-//! series labels, profile type), one of the content (duration, period and the normalized
-//! samples).
+//! series labels, profile type), one of the content (duration, period and the samples).
 //!
-//! Samples are normalized so that the same data decoded twice, or sent by another agent in
-//! another order, fingerprints the same: each sample is (its stack as frame names, its sample
-//! labels as text, its value); equal (stack, labels) are summed, and the list is sorted before
-//! it is hashed. Symbol ids never enter a fingerprint, since two requests intern differently.
-//! Both fingerprints are 128 bits, two 64-bit hashes with independent seeds, so that two
-//! distinct profiles are told apart with certainty for any window size that fits in memory.
+//! The content must not depend on how a request was interned (symbol ids differ between two
+//! decodes of the same data), on sample order, or on whether equal (stack, labels) samples
+//! were sent apart or summed. So each sample is keyed by its stack as frame names and its
+//! labels as text, and the content is the sum of `value * key` over the samples, modulo the
+//! prime 2^61 - 1, for two independent key derivations: a sum is blind to order and to how a
+//! value is split over samples, and two different contents agree on both sums with
+//! probability about 2^-122 (distinct samples' keys are 64-bit hashes). This costs one
+//! multiply-add per sample, with no sort and no allocation.
 //!
-//! Frame names are hashed once per location of a symbol table and samples by stack id
-//! through [`TableHashes`], which the profiles of one request (one per sample type) share.
+//! Frame names are hashed once per string of a symbol table, stacks once per stack, through
+//! [`TableHashes`], which the profiles of one request (one per sample type) share.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use flamepipe_core::Profile;
-use flamepipe_core::symbols::{FrameName, Symbols};
+use flamepipe_core::symbols::Symbols;
 use foldhash::fast::RandomState;
 
 /// A 128-bit fingerprint.
 pub type Fingerprint = u128;
 
-/// The two seeded hashers a fingerprint is made of, chosen once per process.
+/// The Mersenne prime 2^61 - 1, the modulus of the content sums.
+const P: u64 = (1 << 61) - 1;
+
+/// `x mod P` without a division: 2^61 is 1 mod P, so the high bits fold onto the low ones.
+#[inline]
+fn reduce(x: u64) -> u64 {
+    let r = (x & P) + (x >> 61);
+    if r >= P { r - P } else { r }
+}
+
+#[inline]
+fn mul_mod(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    // product < 2^122: its low 61 bits plus the rest fit in 62 bits.
+    reduce((product as u64 & P) + (product >> 61) as u64)
+}
+
+/// A value as a residue mod P (negative values included), without a division.
+#[inline]
+fn residue(v: i64) -> u64 {
+    let r = reduce(v.unsigned_abs());
+    if v >= 0 || r == 0 { r } else { P - r }
+}
+
+/// Combines hashes in order (FxHash's step, enough for keys that are already hashes).
+#[inline]
+fn combine(h: u64, x: u64) -> u64 {
+    (h.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+/// Spreads a 64-bit key over all bits (MurmurHash3's finalizer).
+#[inline]
+fn finish(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+/// The seeded hashers a fingerprint is made of, chosen once per process.
 #[derive(Clone, Default)]
 pub struct Hashers {
     a: RandomState,
@@ -34,52 +75,51 @@ impl Hashers {
         (u128::from(self.a.hash_one(value)) << 64) | u128::from(self.b.hash_one(value))
     }
 
-    fn one(&self, value: &impl Hash) -> u64 {
-        self.a.hash_one(value)
-    }
-
     /// The series of a profile within its tenant: series labels and profile type.
     pub fn series(&self, tenant: &str, p: &Profile) -> Fingerprint {
         self.both(&(tenant, &p.series, &p.profile_type))
     }
 
-    /// The content: duration, period and the normalized samples (see the module docs).
+    /// The content: duration, period and the samples (see the module docs).
     pub fn content(&self, p: &Profile, table: &mut TableHashes) -> Fingerprint {
-        let mut samples: Vec<(u64, u64, i64)> = p
-            .samples
-            .iter()
-            .map(|s| (table.stack(self, s.stack), table.label_set(self, s.labels), s.value))
-            .collect();
-        samples.sort_unstable();
-        // Equal (stack, labels) are one sample with the sum of their values.
-        let mut merged: Vec<(u64, u64, i64)> = Vec::with_capacity(samples.len());
-        for (stack, labels, value) in samples {
-            match merged.last_mut() {
-                Some(last) if (last.0, last.1) == (stack, labels) => last.2 = last.2.wrapping_add(value),
-                _ => merged.push((stack, labels, value)),
-            }
+        let (mut sum_a, mut sum_b) = (0u64, 0u64);
+        for s in &p.samples {
+            let key = combine(table.stack(self, s.stack), table.label_set(self, s.labels));
+            let value = residue(s.value);
+            // Two derivations of the key, each a residue mod P.
+            let (ka, kb) = (reduce(finish(key)), reduce(finish(key ^ 0x9e37_79b9_7f4a_7c15)));
+            sum_a = reduce(sum_a + mul_mod(value, ka));
+            sum_b = reduce(sum_b + mul_mod(value, kb));
         }
-        merged.retain(|s| s.2 != 0);
-        self.both(&(p.duration_ns, p.period, merged))
+        self.both(&(p.duration_ns, p.period, sum_a, sum_b))
     }
 }
 
-/// Per symbol table, the hash of each location's frame names, stack and label set, computed
-/// as first needed. Keyed by the table's address; the `Arc` held keeps it from being reused.
+/// Per symbol table, the hash of each string, location, stack and label set, computed as first
+/// needed (0 means not yet; a hash that comes out 0 is stored as 1). Holds the table's `Arc`,
+/// so a table address seen here is never reused meanwhile.
 pub struct TableHashes {
     table: Arc<Symbols>,
-    locations: Vec<Option<u64>>,
-    stacks: Vec<Option<u64>>,
-    label_sets: Vec<Option<u64>>,
+    strings: Vec<u64>,
+    locations: Vec<u64>,
+    stacks: Vec<u64>,
+    label_sets: Vec<u64>,
+}
+
+/// A computed hash as cached: never 0, which marks "not computed".
+#[inline]
+fn cached(hash: u64) -> u64 {
+    hash.max(1)
 }
 
 impl TableHashes {
     pub fn new(table: &Arc<Symbols>) -> Self {
         TableHashes {
             table: Arc::clone(table),
-            locations: vec![None; table.locations.len()],
-            stacks: vec![None; table.stack_count()],
-            label_sets: vec![None; table.label_set_count()],
+            strings: vec![0; table.strings.len()],
+            locations: vec![0; table.locations.len()],
+            stacks: vec![0; table.stack_count()],
+            label_sets: vec![0; table.label_set_count()],
         }
     }
 
@@ -88,30 +128,30 @@ impl TableHashes {
         Arc::ptr_eq(&self.table, table)
     }
 
-    fn location(&mut self, h: &Hashers, location: u32) -> u64 {
-        if let Some(hash) = self.locations[location as usize] {
-            return hash;
-        }
-        let mut hasher = h.a.build_hasher();
-        for frame in self.table.frame_names(location) {
-            match frame {
-                FrameName::Function(name) => (0u8, name).hash(&mut hasher),
-                FrameName::Address { address, mapping_file } => (1u8, address, mapping_file).hash(&mut hasher),
-            }
-        }
-        let hash = hasher.finish();
-        self.locations[location as usize] = Some(hash);
-        hash
-    }
-
+    /// A stack by its frames in order. Frames are hashed in four interleaved chains (frame
+    /// `i` into chain `i % 4`), combined at the end: the same order sensitivity as one chain,
+    /// without every frame waiting on the previous one's multiply.
     fn stack(&mut self, h: &Hashers, stack: u32) -> u64 {
-        if let Some(hash) = self.stacks[stack as usize] {
-            return hash;
+        let known = self.stacks[stack as usize];
+        if known != 0 {
+            return known;
         }
-        let table = Arc::clone(&self.table);
-        let locations: Vec<u64> = table.stack(stack).iter().map(|&l| self.location(h, l)).collect();
-        let hash = h.one(&locations);
-        self.stacks[stack as usize] = Some(hash);
+        let TableHashes {
+            table,
+            strings,
+            locations,
+            stacks,
+            ..
+        } = self;
+        let frames = table.stack(stack);
+        let mut lanes = [2u64, 3, 5, 7];
+        for (i, &l) in frames.iter().enumerate() {
+            let lane = &mut lanes[i & 3];
+            *lane = combine(*lane, location_hash(h, table, strings, locations, l));
+        }
+        let hash = lanes.iter().fold(frames.len() as u64, |acc, &lane| combine(acc, lane));
+        let hash = cached(hash);
+        stacks[stack as usize] = hash;
         hash
     }
 
@@ -119,8 +159,9 @@ impl TableHashes {
         if set == 0 {
             return 0;
         }
-        if let Some(hash) = self.label_sets[set as usize] {
-            return hash;
+        let known = self.label_sets[set as usize];
+        if known != 0 {
+            return known;
         }
         let t = &self.table;
         let mut labels: Vec<(&str, &str, i64, &str)> = t
@@ -130,8 +171,61 @@ impl TableHashes {
             .collect();
         // A set's order follows its table's string ids, which differ between requests.
         labels.sort_unstable();
-        let hash = h.one(&labels);
-        self.label_sets[set as usize] = Some(hash);
+        let hash = h.a.hash_one(&labels);
+        let hash = cached(hash);
+        self.label_sets[set as usize] = hash;
         hash
+    }
+}
+
+/// A string's hash, cached in `strings`.
+#[inline]
+fn string_hash(h: &Hashers, table: &Symbols, strings: &mut [u64], id: u32) -> u64 {
+    let known = strings[id as usize];
+    if known != 0 {
+        return known;
+    }
+    let hash = cached(h.a.hash_one(table.str(id)));
+    strings[id as usize] = hash;
+    hash
+}
+
+/// A location by its frame names: its lines' function names, or its address and mapping file
+/// when it has no symbols (how flame graphs and `go tool pprof` name it); cached in
+/// `locations`.
+#[inline]
+fn location_hash(h: &Hashers, table: &Symbols, strings: &mut [u64], locations: &mut [u64], location: u32) -> u64 {
+    let known = locations[location as usize];
+    if known != 0 {
+        return known;
+    }
+    let loc = &table.locations[location as usize];
+    let hash = if loc.lines.is_empty() {
+        let file = string_hash(h, table, strings, table.mappings[loc.mapping as usize].filename);
+        combine(combine(1, loc.address), file)
+    } else {
+        loc.lines.iter().fold(0, |acc, line| {
+            combine(
+                acc,
+                string_hash(h, table, strings, table.functions[line.function as usize].name),
+            )
+        })
+    };
+    let hash = cached(hash);
+    locations[location as usize] = hash;
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modular_arithmetic_is_exact() {
+        assert_eq!(mul_mod(P - 1, P - 1), 1);
+        // 2^80 = 2^61 * 2^19, and 2^61 is 1 mod P.
+        assert_eq!(mul_mod(1 << 40, 1 << 40), 1 << 19);
+        assert_eq!(residue(-1), P - 1);
+        assert_eq!(residue(i64::MIN), (i64::MIN).rem_euclid(P as i64) as u64);
     }
 }
