@@ -102,8 +102,8 @@ fn main() {
     let _guard = runtime.enter();
     println!("flamepipe dedup benchmark; corpus {}", bench_corpus().display());
     println!(
-        "{:<6} {:>9} {:>10} {:>12} {:>12} {:>10}",
-        "corpus", "profiles", "floor us", "new ns/prof", "retry ns/pr", "new/floor"
+        "{:<6} {:>6} {:>9} {:>14} {:>12} {:>12} {:>10}",
+        "corpus", "files", "profiles", "floor ns/file", "new ns/prof", "retry ns/pr", "new/floor"
     );
     for name in ["cpu", "m10"] {
         let files = load(&bench_corpus().join(name));
@@ -144,10 +144,11 @@ fn main() {
         }
         let per = |t: std::time::Duration| t.as_nanos() as f64 / profiles as f64;
         println!(
-            "{:<6} {:>9} {:>10.0} {:>12.0} {:>12.0} {:>9.1}%",
+            "{:<6} {:>6} {:>9} {:>14.0} {:>12.0} {:>12.0} {:>9.1}%",
             name,
+            files.len(),
             profiles,
-            floor.as_secs_f64() * 1e6,
+            floor.as_nanos() as f64 / files.len() as f64,
             per(new_time),
             per(retry_time),
             new_time.as_secs_f64() / floor.as_secs_f64() * 100.0

@@ -1,6 +1,7 @@
 //! The dedup processor and `flamepipe upload` end to end, on the real binary: the same upload
 //! sent five times is stored once and answered five times; five different uploads with the same
-//! metadata are all stored, at unique timestamps; `flamepipe upload` of a mixed folder stores
+//! metadata are all stored, at unique timestamps; a copy of a profile whose write fails fails
+//! too, and the retry after it is stored once; `flamepipe upload` of a mixed folder stores
 //! every file (pprof gzipped and raw, speedscope, folded) and the query API shows them, with
 //! per-file errors and exit codes as a command line user expects.
 
@@ -90,6 +91,58 @@ fn retries_are_stored_once_and_colliding_uploads_all_kept() {
         .filter(|s| s.profile.series.get("service_name") == Some("retry"))
         .count();
     assert_eq!(again, 5);
+}
+
+#[test]
+fn a_retry_of_a_profile_whose_write_failed_is_not_acknowledged_until_stored() {
+    let fp = Flamepipe::start(BIN, &with_dedup());
+    // A file where the tenant's block folder belongs: every block write of tenant `broken`
+    // fails (after the exporter's retries) until it is removed.
+    let blocker = fp.data.join("blocks").join("broken");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let send = |url: &str| {
+        post(
+            &format!("{url}/ingest?name=failing&from=1700000000&until=1700000010"),
+            "text/plain",
+            b"main;work 7\n",
+            &[("X-Scope-OrgID", "broken")],
+        )
+    };
+    // The first request's write is still being retried when its copy arrives: the copy is a
+    // duplicate of a pending write, and is answered with that write's failure.
+    let (first, copy) = std::thread::scope(|s| {
+        let first = s.spawn(|| send(&fp.url));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let copy = s.spawn(|| send(&fp.url));
+        (first.join().unwrap(), copy.join().unwrap())
+    });
+    assert_eq!(first.0, 503, "{}", first.1);
+    assert_eq!(copy.0, 503, "{}", copy.1);
+    assert!(
+        copy.1.contains("the profile this request repeats was not stored"),
+        "{}",
+        copy.1
+    );
+    assert_eq!(
+        fp.metric("flamepipe_processor_dedup_profiles_total{processor=\"dedup\",outcome=\"duplicate\"}"),
+        1.0
+    );
+
+    // Once the store works, the sender's retry is new (the failed write was forgotten) and is
+    // stored once; a further retry is a duplicate of a durable write and answered at once.
+    std::fs::remove_file(&blocker).unwrap();
+    for attempt in 0..2 {
+        let (status, text) = send(&fp.url);
+        assert_eq!(status, 200, "attempt {attempt}: {text}");
+    }
+    let stored: Vec<_> = read_store(&fp.data)
+        .into_iter()
+        .filter(|s| s.tenant == "broken")
+        .collect();
+    assert_eq!(stored.len(), 1, "stored once: the failed write left nothing");
+    let total: i64 = stored[0].profile.samples.iter().map(|s| s.value).sum();
+    assert_eq!(total, 7 * 10_000_000);
 }
 
 fn upload(args: &[&str]) -> (i32, String) {

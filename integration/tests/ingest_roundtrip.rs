@@ -1,6 +1,7 @@
 //! Whatever ingest accepts, a block holds and the block reader reads back with the same
 //! totals: property tests over arbitrary profiles and over arbitrary input to every decoder
-//! (pprof and folded on `/ingest`, the Push API in protobuf and JSON, OTLP protobuf and JSON).
+//! (pprof, speedscope and folded on `/ingest`, the Push API in protobuf and JSON, OTLP protobuf
+//! and JSON).
 //!
 //! "Accepts" is what a request goes through before it is acknowledged: the receiver's decoder
 //! (`decode_ingest`, `decode_push`, `decode_export`, the functions its handlers run), then what
@@ -502,6 +503,70 @@ fn folded() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(line, 1..8).prop_map(|lines| lines.join(&b'\n'))
 }
 
+// ---- speedscope ----
+
+/// A speedscope file: frames with names senders write, and sampled or evented profiles whose
+/// frame indices and weights are mostly right.
+fn speedscope() -> impl Strategy<Value = Vec<u8>> {
+    // Seven frames; an index past them is rare, so most files are valid.
+    let frames = proptest::collection::vec(text(), 7);
+    let frame = || prop_oneof![30 => 0usize..7, 1 => 7usize..9];
+    let unit = prop_oneof![
+        Just("none"),
+        Just("nanoseconds"),
+        Just("microseconds"),
+        Just("milliseconds"),
+        Just("seconds"),
+        Just("bytes"),
+    ];
+    let sampled = (
+        word(),
+        unit.clone(),
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(frame(), 0..5),
+                prop_oneof![20 => 0.0f64..100.0, 1 => -1.0f64..1e19],
+            ),
+            0..8,
+        ),
+    )
+        .prop_map(|(name, unit, samples)| {
+            let (stacks, weights): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
+            json!({"type": "sampled", "name": name, "unit": unit, "startValue": 0, "endValue": 10,
+                   "samples": stacks, "weights": weights})
+        });
+    let evented = (
+        word(),
+        unit,
+        proptest::collection::vec((frame(), 0.0f64..5.0, any::<bool>()), 0..8),
+    )
+        .prop_map(|(name, unit, steps)| {
+            // Mostly balanced: each step opens a frame and sometimes closes the innermost one.
+            let (mut events, mut open, mut at) = (Vec::new(), Vec::new(), 0.0);
+            for (frame, dt, close) in steps {
+                at += dt;
+                if close && !open.is_empty() {
+                    let f = open.pop().unwrap();
+                    events.push(json!({"type": "C", "frame": f, "at": at}));
+                } else {
+                    open.push(frame);
+                    events.push(json!({"type": "O", "frame": frame, "at": at}));
+                }
+            }
+            while let Some(f) = open.pop() {
+                at += 1.0;
+                events.push(json!({"type": "C", "frame": f, "at": at}));
+            }
+            json!({"type": "evented", "name": name, "unit": unit, "startValue": 0, "endValue": at, "events": events})
+        });
+    (frames, proptest::collection::vec(prop_oneof![sampled, evented], 1..4)).prop_map(|(frames, profiles)| {
+        let frames: Vec<_> = frames.into_iter().map(|name| json!({"name": name})).collect();
+        json!({"shared": {"frames": frames}, "profiles": profiles})
+            .to_string()
+            .into_bytes()
+    })
+}
+
 // ---- OTLP ----
 
 fn string_value(s: String) -> AnyValue {
@@ -738,6 +803,13 @@ proptest! {
     }
 
     #[test]
+    fn speedscope_on_ingest(body in speedscope(), query in ingest_query(), explicit in any::<bool>()) {
+        let query = if explicit { format!("{query}&format=speedscope") } else { query };
+        let decoded = block_on(decode_ingest(&query, "application/json", Bytes::from(body), &limits(), NOW_NS));
+        stored_as_accepted(decoded)?;
+    }
+
+    #[test]
     fn otlp_protobuf(request in otlp_request(), gzipped in any::<bool>()) {
         let raw = request.encode_to_vec();
         let body = if gzipped { gzip(&raw) } else { raw };
@@ -761,6 +833,7 @@ proptest! {
         let body = Bytes::from(bytes.clone());
         stored_as_accepted(block_on(decode_ingest("name=app", "", body.clone(), &limits(), NOW_NS)))?;
         stored_as_accepted(block_on(decode_ingest("name=app&format=folded", "", body.clone(), &limits(), NOW_NS)))?;
+        stored_as_accepted(block_on(decode_ingest("name=app&format=speedscope", "", body.clone(), &limits(), NOW_NS)))?;
         stored_as_accepted(decode_push("application/proto", None, body.clone(), &limits()))?;
         stored_as_accepted(decode_push("application/json", None, body.clone(), &limits()))?;
         stored_as_accepted(otlp_decoded(bytes.clone(), false, false))?;

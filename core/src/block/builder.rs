@@ -130,32 +130,34 @@ impl BlockBuilder {
             (Arc::clone(&profile.symbols), symbols.import(&profile.symbols), added)
         });
         let base = series_table.id(&profile.series, &profile.profile_type);
-        // Series id per label set of the profile's table, found once per set.
-        let mut series_of_set: Vec<Option<u32>> = vec![None; added.len()];
+        // The part (series and its samples) of each label set of the profile's table, found
+        // once per set: most samples carry no labels, and few sets repeat many times.
+        let mut part_of_set: Vec<Option<usize>> = vec![None; added.len()];
         let mut parts: Vec<(u32, Vec<StoredSample>)> = Vec::new();
         for s in &profile.samples {
-            let series = *series_of_set[s.labels as usize].get_or_insert_with(|| {
+            let part = *part_of_set[s.labels as usize].get_or_insert_with(|| {
                 let added = &added[s.labels as usize];
-                if added.is_empty() {
-                    return base;
-                }
-                let mut labels = profile.series.clone();
-                for (name, value) in added.shared() {
-                    if labels.get(name).is_none() {
-                        labels.set(Arc::clone(name), Arc::clone(value));
+                let series = if added.is_empty() {
+                    base
+                } else {
+                    let mut labels = profile.series.clone();
+                    for (name, value) in added.shared() {
+                        if labels.get(name).is_none() {
+                            labels.set(Arc::clone(name), Arc::clone(value));
+                        }
                     }
-                }
-                series_table.id(&labels, &profile.profile_type)
+                    series_table.id(&labels, &profile.profile_type)
+                };
+                parts.iter().position(|(id, _)| *id == series).unwrap_or_else(|| {
+                    parts.push((series, Vec::new()));
+                    parts.len() - 1
+                })
             });
-            let sample = (
+            parts[part].1.push((
                 remap.stacks[s.stack as usize],
                 s.value,
                 remap.label_sets[s.labels as usize],
-            );
-            match parts.iter_mut().find(|(id, _)| *id == series) {
-                Some((_, samples)) => samples.push(sample),
-                None => parts.push((series, vec![sample])),
-            }
+            ));
         }
         if parts.is_empty() {
             // A profile without samples is stored as sent.

@@ -4,7 +4,7 @@
 //! processors:
 //!   dedup:
 //!     window: 10m            # how long a profile is remembered
-//!     max_entries: 200000    # profiles remembered at most (about 150 bytes each)
+//!     max_entries: 100000    # profiles remembered at most (about 250 bytes each)
 //!     timestamp_shift: 1ns   # the step a colliding distinct profile's timestamp moves by
 //! ```
 
@@ -19,7 +19,7 @@ use crate::processor::Dedup;
 pub struct Config {
     /// How long a profile is remembered after it passed. Default `10m`.
     pub window: Duration,
-    /// The most profiles remembered; past it the oldest are forgotten first. Default `200000`.
+    /// The most profiles remembered; past it the oldest are forgotten first. Default `100000`.
     pub max_entries: usize,
     /// The step a distinct profile's timestamp moves by when its (series, timestamp) is taken.
     /// Default `1ns`.
@@ -30,7 +30,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             window: Duration::from_secs(600),
-            max_entries: 200_000,
+            max_entries: 100_000,
             timestamp_shift: Duration(std::time::Duration::from_nanos(1)),
         }
     }

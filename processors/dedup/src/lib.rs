@@ -22,10 +22,12 @@
 //! - [`config`]: the YAML config and its checks.
 //! - [`fingerprint`]: series and content fingerprints of a profile.
 //! - [`window`]: the bounded window of recent profiles.
+//! - `outcome`: how a passed batch's write went, shared by its profiles' window entries.
 //! - `processor`: the processor (the simple, batch-in batches-out shape) and its acks.
 
 pub mod config;
 pub mod fingerprint;
+mod outcome;
 mod processor;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use flamepipe_core::component::{Ack, Batch, BatchProcessor, BuildContext};
 use flamepipe_core::telemetry::Telemetry;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -78,7 +77,7 @@ impl Dedup {
 impl BatchProcessor for Dedup {
     fn process(&mut self, mut batch: Batch) -> Vec<Batch> {
         let now = Instant::now();
-        let (outcome_tx, outcome) = watch::channel(None);
+        let outcome = Outcome::new();
         let mut counts = Counts::default();
         let mut tables: Vec<TableHashes> = Vec::new();
         let mut originals: Vec<Outcome> = Vec::new();
@@ -101,7 +100,7 @@ impl BatchProcessor for Dedup {
             match placement {
                 Placement::Duplicate(original) => {
                     counts.duplicates += 1;
-                    if !originals.iter().any(|o| o.same_channel(&original)) {
+                    if !originals.iter().any(|o| o.same(&original)) {
                         originals.push(original);
                     }
                 }
@@ -140,7 +139,7 @@ impl BatchProcessor for Dedup {
             let result = written
                 .await
                 .unwrap_or_else(|_| Err("the acknowledgement was lost".to_string()));
-            let _ = outcome_tx.send(Some(result));
+            outcome.settle(result);
         });
         batch.acks.push(share);
         batch.profiles = kept;
@@ -151,20 +150,14 @@ impl BatchProcessor for Dedup {
 /// Completes `share` once every write in `originals` is known: done if all were durable,
 /// failed with the first failure otherwise.
 fn settle_after(share: Ack, originals: Vec<Outcome>) {
-    let known: Option<Result<(), String>> = originals
-        .iter()
-        .try_fold(Ok(()), |acc, o| o.borrow().as_ref().map(|r| acc.and(r.clone())));
+    let known: Option<Result<(), String>> = originals.iter().try_fold(Ok(()), |acc, o| o.get().map(|r| acc.and(r)));
     match known {
         Some(Ok(())) => share.done(),
         Some(Err(e)) => share.fail(&format!("the profile this request repeats was not stored: {e}")),
         None => {
             tokio::spawn(async move {
-                for mut original in originals {
-                    let result = match original.wait_for(Option::is_some).await {
-                        Ok(r) => r.clone().unwrap_or(Ok(())),
-                        Err(_) => Err("its write was abandoned".to_string()),
-                    };
-                    if let Err(e) = result {
+                for original in originals {
+                    if let Err(e) = original.wait().await {
                         share.fail(&format!("the profile this request repeats was not stored: {e}"));
                         return;
                     }

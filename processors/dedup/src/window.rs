@@ -2,22 +2,20 @@
 //! holds (content fingerprint), and how its write went (its outcome).
 //!
 //! Bounded in time (`window`, by arrival) and in size (`max_entries`, the oldest forgotten
-//! first). One entry costs about 150 bytes: the map slot (key, content, outcome handle,
-//! sequence number), its place in the arrival queue, and the hash table's spare capacity
-//! (`cargo bench --bench dedup` measures it).
+//! first). One entry costs about 250 bytes at most: the map slot (key, content, outcome handle,
+//! sequence number), its place in the arrival queue, the hash table's spare capacity and, when
+//! each request carries one profile, its own outcome cell (`cargo bench --bench dedup`
+//! measures it).
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use hashbrown::HashMap;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::fingerprint::Fingerprint;
-
-/// How the write of a passed profile went: `None` while it is being written.
-pub type Outcome = watch::Receiver<Option<Result<(), String>>>;
+pub use crate::outcome::Outcome;
 
 /// Timestamps probed for a free slot at most, before a profile passes unshifted: a bound on
 /// the work a flood of distinct profiles of one series and timestamp can cause.
@@ -112,7 +110,7 @@ impl Window {
             match self.entries.get(&(series, slot)) {
                 // A profile whose write failed was not stored: its slot is free again, and a
                 // retry of it is new (its sender was told to retry).
-                Some(e) if matches!(*e.outcome.borrow(), Some(Err(_))) => {
+                Some(e) if e.outcome.is_failed() => {
                     let seq = e.seq;
                     self.remove((series, slot), seq);
                 }
