@@ -10,7 +10,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Read;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
@@ -19,8 +18,8 @@ use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, pr
 use flamepipe_core::store::StoreRegistry;
 use flamepipe_core::telemetry::Telemetry;
 use flamepipe_core::{Labels, Profile};
-use flamepipe_integration::bench_corpus;
 use flamepipe_integration::measure::{best_cpu, thread_cpu};
+use flamepipe_integration::{bench_corpus, bench_corpus_files};
 use flamepipe_processor_dedup::{Config, Dedup};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -53,15 +52,6 @@ fn dedup(config: Config) -> Dedup {
         shutdown: CancellationToken::new(),
     };
     Dedup::new(config, &ctx)
-}
-
-fn load(dir: &Path) -> Vec<Vec<u8>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("corpus")
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }
 
 /// One request per file, decoded as the pyroscope receiver decodes it.
@@ -106,7 +96,7 @@ fn main() {
         "corpus", "files", "profiles", "floor ns/file", "new ns/prof", "retry ns/pr", "new/floor"
     );
     for name in ["cpu", "m10"] {
-        let files = load(&bench_corpus().join(name));
+        let files = bench_corpus_files(name);
         let decoded = requests(&files);
         let profiles: usize = decoded.iter().map(Vec::len).sum();
         let floor = best_cpu(&files, |f: &Vec<u8>| {
@@ -157,7 +147,7 @@ fn main() {
 
     // Memory per window entry: distinct one-sample profiles, each its own entry.
     const ENTRIES: usize = 200_000;
-    let template = requests(&load(&bench_corpus().join("cpu"))[..1]).remove(0).remove(0);
+    let template = requests(&bench_corpus_files("cpu")[..1]).remove(0).remove(0);
     let mut d = dedup(Config {
         max_entries: ENTRIES,
         ..Config::default()

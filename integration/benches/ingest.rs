@@ -13,7 +13,7 @@
 //! Figures are recorded in docs/benchmarks.md.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, pr
 use flamepipe_core::{Labels, Profile, validate};
 use flamepipe_integration::measure::{best_cpu, dir_size, peak_rss_mib, process_cpu};
 use flamepipe_integration::process::{http, post_with};
-use flamepipe_integration::{Flamepipe, Options, bench_corpus};
+use flamepipe_integration::{Flamepipe, Options, bench_corpus, bench_corpus_files};
 use prost::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
@@ -30,15 +30,6 @@ const CLIENTS: usize = 64;
 const ROUNDS: usize = 3;
 /// Times each round sends the corpus: enough server CPU that /proc's 10 ms ticks are <1%.
 const PASSES: usize = 5;
-
-fn load(dir: &Path) -> Vec<Vec<u8>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("corpus")
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
-}
 
 struct Floor {
     gunzip_mb_s: f64,
@@ -221,7 +212,7 @@ fn main() {
         "dedup"
     );
     for name in ["cpu", "m10"] {
-        let files = load(&corpus.join(name));
+        let files = bench_corpus_files(name);
         let mut ratios = Vec::new();
         let mut dedup_costs = Vec::new();
         for round in 1..=ROUNDS {

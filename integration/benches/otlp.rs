@@ -25,7 +25,7 @@
 //! `OTLP_BENCH_CORPORA=m10` (comma-separated) and `OTLP_BENCH_ROUNDS=1` narrow a run.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use flamepipe_core::Labels;
 use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits};
 use flamepipe_integration::measure::{best_cpu, dir_size, median, peak_rss_mib, process_cpu, thread_cpu};
 use flamepipe_integration::process::http;
-use flamepipe_integration::{Flamepipe, Options, bench_corpus};
+use flamepipe_integration::{Flamepipe, Options, bench_corpus, files_in};
 use flamepipe_receiver_otlp::HTTP_PATH;
 use flamepipe_receiver_otlp::convert::{self, Limits as OtlpLimits};
 use flamepipe_receiver_otlp::version;
@@ -71,11 +71,7 @@ struct Corpus {
 
 impl Corpus {
     fn load(dir: &Path) -> Corpus {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .expect("corpus")
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
+        let files = files_in(dir);
         let pprof_gz: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
         let mut otlp = Vec::with_capacity(files.len());
         let mut otlp_gz = Vec::with_capacity(files.len());

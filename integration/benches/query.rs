@@ -42,8 +42,8 @@ use flamepipe_core::query::merge::FlameGraphMerge;
 use flamepipe_core::query::{EngineOptions, Event, FlameGraph, FlameTree, Query, QueryEngine, Selector};
 use flamepipe_core::symbols::{Symbols, SymbolsBuilder};
 use flamepipe_core::telemetry::Telemetry;
-use flamepipe_integration::bench_corpus;
 use flamepipe_integration::measure::{median, rusage_cpu, thread_cpu};
+use flamepipe_integration::{bench_corpus, files_in};
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
@@ -59,15 +59,6 @@ const BASE_NS: i64 = 1_700_000_000_000_000_000;
 const SPACING_NS: i64 = 10_000_000_000;
 const MAX_NODES: usize = 8192;
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
-
-fn corpus_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-}
 
 /// Every file's profiles (one per sample type), in file order.
 fn decode_all(files: &[PathBuf]) -> Vec<Vec<Profile>> {
@@ -327,7 +318,7 @@ fn main() {
         return;
     }
     let dir = bench_corpus().join("m10");
-    let files = corpus_files(&dir);
+    let files = files_in(&dir);
     println!(
         "flamepipe query benchmark; corpus {} ({} files)",
         dir.display(),

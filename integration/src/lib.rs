@@ -44,13 +44,25 @@ pub fn fixture(rel: &str) -> PathBuf {
 
 /// Every file in a fixture folder, sorted.
 pub fn fixtures_in(dir: &str) -> Vec<PathBuf> {
-    let root = fixtures_dir().join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+    files_in(&fixtures_dir().join(dir))
+}
+
+/// Every file in `dir`, sorted by name.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable dir entry").path())
         .collect();
     files.sort();
     files
+}
+
+/// The contents of every file of one bench corpus folder (`cpu`, `m10`), sorted by name.
+pub fn bench_corpus_files(name: &str) -> Vec<Vec<u8>> {
+    files_in(&bench_corpus().join(name))
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+        .collect()
 }
 
 fn in_ci() -> bool {
