@@ -4,7 +4,8 @@
 //! Each file's format is told from its content ([`flamepipe_core::formats::detect`]): pprof
 //! (gzipped or raw), speedscope JSON or folded text, and sent with the matching `format`.
 //! pprof files carry their own time; speedscope and folded files do not, and are stamped with
-//! the file's modification time, so that uploading a file twice stores it once (with the
+//! the file's modification time as the end of the recording (a speedscope file's longest
+//! profile says when it started), so that uploading a file twice stores it once (with the
 //! `dedup` processor, as in the shipped pipeline) rather than as two profiles. The
 //! series is `service_name` (`--service`, default `flamepipe-upload`, or a `service_name`
 //! label) plus `--labels`. Files are sent one after the other; each gets a line on stderr. The
@@ -89,8 +90,17 @@ impl Upload {
             encode(&self.name()),
             format.ingest_param()
         );
-        if let (Format::Speedscope | Format::Folded, Some(at)) = (format, modified_s) {
-            url.push_str(&format!("&from={at}&until={at}"));
+        // The file was written when its recording ended: a speedscope file's profiles say
+        // how long that was, folded text does not.
+        if let (Format::Speedscope | Format::Folded, Some(until)) = (format, modified_s) {
+            let duration_s = match format {
+                Format::Speedscope => {
+                    formats::speedscope::recording_duration_ns(body).map_or(0, |ns| ns / 1_000_000_000)
+                }
+                _ => 0,
+            };
+            let from = until.saturating_sub(u64::try_from(duration_s).unwrap_or(0));
+            url.push_str(&format!("&from={from}&until={until}"));
         }
         let mut request = agent.post(&url).header("Content-Type", "application/octet-stream");
         if let Some(tenant) = &self.tenant {

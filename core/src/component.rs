@@ -284,18 +284,12 @@ pub enum DeliverError {
     WriteFailed(String),
 }
 
-/// What every request's profiles go through before they enter a pipeline: the checks the
-/// block reader applies ([`check_batch`](crate::validate::check_batch)).
-pub fn prepare(profiles: Vec<Profile>) -> Result<Vec<Profile>, crate::validate::InvalidProfile> {
-    crate::validate::check_batch(&profiles)?;
-    Ok(profiles)
-}
-
 /// Hands one request's profiles on as one batch and waits for the acknowledgement `ack` asks
 /// for (at most `timeout`): the step every receiver ends a request with.
 ///
-/// The profiles are [`prepare`]d first: a request holding a profile that fails the checks is
-/// refused whole, so nothing enters a pipeline that a query could not read back.
+/// The profiles pass the checks the block reader applies first
+/// ([`check_batch`](crate::validate::check_batch)): a request holding a profile that fails
+/// them is refused whole, so nothing enters a pipeline that a query could not read back.
 pub async fn deliver(
     output: &PipelineSender,
     tenant: Arc<str>,
@@ -303,7 +297,7 @@ pub async fn deliver(
     ack: AckMode,
     timeout: std::time::Duration,
 ) -> Result<(), DeliverError> {
-    let profiles = prepare(profiles)?;
+    crate::validate::check_batch(&profiles)?;
     let (share, waiter) = Ack::new();
     let batch = Batch {
         tenant,

@@ -146,9 +146,33 @@ pub struct IntakeSettings {
     pub ack_timeout: Duration,
 }
 
-/// Bodies up to this size (as sent) are decoded on the runtime thread: well under a
+/// Bodies up to this size (as sent) may be decoded on the runtime thread: well under a
 /// millisecond of work, less than the hand-off to the blocking pool and back costs.
 const INLINE_DECODE_MAX_BYTES: usize = 32 << 10;
+/// ... provided they inflate to no more than this.
+const INLINE_INFLATED_MAX_BYTES: u32 = 512 << 10;
+
+/// The gzip magic and deflate method byte that start every gzip member.
+const GZIP_MEMBER: [u8; 3] = [0x1f, 0x8b, 0x08];
+
+/// Whether decoding `body` is small enough work for the runtime thread: a small body that is
+/// plain, or one gzip stream whose trailer (ISIZE, the inflated size mod 2^32) says it
+/// inflates to little. A small body holding gzip further in (a multipart form, a Push
+/// request's profiles) could inflate to the decompression limit: the blocking pool takes it.
+/// A forged trailer can still make one inline decode inflate up to the receiver's limit.
+fn decodes_inline(body: &[u8]) -> bool {
+    if body.len() > INLINE_DECODE_MAX_BYTES {
+        return false;
+    }
+    if body.starts_with(&GZIP_MEMBER) {
+        let Some(trailer) = body.len().checked_sub(4).map(|at| &body[at..]) else {
+            return true;
+        };
+        let inflated = u32::from_le_bytes(trailer.try_into().expect("four bytes"));
+        return inflated <= INLINE_INFLATED_MAX_BYTES;
+    }
+    !body.windows(GZIP_MEMBER.len()).any(|w| w == GZIP_MEMBER)
+}
 
 /// One receiver's intake: see the module docs.
 pub struct Intake {
@@ -223,14 +247,15 @@ impl Intake {
         }
     }
 
-    /// Runs CPU-bound decoding: inline for small bodies, on the blocking pool for larger
-    /// ones. A decoder that panics is a bug of ours: [`Kind::Internal`].
+    /// Runs CPU-bound decoding of `body`: inline when that is little work (see
+    /// [`decodes_inline`]), on the blocking pool otherwise. A decoder that panics is a bug of
+    /// ours: [`Kind::Internal`].
     pub async fn decode<T: Send + 'static, E: From<Refusal> + Send + 'static>(
         &self,
-        body_len: usize,
+        body: &[u8],
         decode: impl FnOnce() -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
-        if body_len <= INLINE_DECODE_MAX_BYTES {
+        if decodes_inline(body) {
             return decode();
         }
         tokio::task::spawn_blocking(decode)
@@ -270,18 +295,46 @@ impl Intake {
 /// Runs the rest of a request whose body has arrived in a task of its own, so that it is seen
 /// through even if the client hangs up meanwhile: SDKs upload at exit without waiting for the
 /// answer (pyroscope-io 0.8 does), and their last profile must not depend on whether the
-/// process died before or after the decode finished. A task that panics is [`Kind::Internal`].
+/// process died before or after the decode finished. The task holds the request's admission
+/// `permit` to its end, so `max_concurrent_requests` bounds that work too. A task that panics
+/// is [`Kind::Internal`].
 pub async fn complete_detached<T: Send + 'static, E: From<Refusal> + Send + 'static>(
+    permit: OwnedSemaphorePermit,
     work: impl Future<Output = Result<T, E>> + Send + 'static,
 ) -> Result<T, E> {
-    tokio::spawn(work)
-        .await
-        .map_err(|e| Refusal::new(Kind::Internal, format!("request task failed: {e}")))?
+    tokio::spawn(async move {
+        let _permit = permit;
+        work.await
+    })
+    .await
+    .map_err(|e| Refusal::new(Kind::Internal, format!("request task failed: {e}")))?
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn small_plain_or_little_inflating_bodies_decode_inline() {
+        assert!(decodes_inline(b"main;work 1\n"));
+        assert!(decodes_inline(&gzip(&[7u8; 100 << 10])));
+        // A few KiB that inflate to 8 MiB: the blocking pool.
+        let bomb = gzip(&vec![0u8; 8 << 20]);
+        assert!(bomb.len() < INLINE_DECODE_MAX_BYTES);
+        assert!(!decodes_inline(&bomb));
+        // Gzip inside a small body (a form field, a Push profile): its size is unknown.
+        let mut form = b"--boundary\r\n\r\n".to_vec();
+        form.extend(gzip(b"profile"));
+        assert!(!decodes_inline(&form));
+        assert!(!decodes_inline(&vec![b'a'; INLINE_DECODE_MAX_BYTES + 1]));
+    }
 
     #[test]
     fn every_kind_has_one_row() {

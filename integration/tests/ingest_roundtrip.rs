@@ -5,7 +5,7 @@
 //!
 //! "Accepts" is what a request goes through before it is acknowledged: the receiver's decoder
 //! (`decode_ingest`, `decode_push`, `decode_export`, the functions its handlers run), then what
-//! the shared `deliver` step does (`component::prepare`, the checks). Whatever passes both is
+//! the shared `deliver` step does (`validate::check_batch`, the checks). Whatever passes both is
 //! written with the block builder (which splits profiles into series by their sample labels),
 //! read back with `decode_block`, and compared profile by profile with the reference split
 //! (`split::split_by_sample_labels`) of the accepted profiles: series, type, time, total and
@@ -21,14 +21,13 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use flamepipe_core::Profile;
 use flamepipe_core::block::{BlockBuilder, decode_block};
-use flamepipe_core::component::prepare;
 use flamepipe_core::formats::pprof::{Limits, proto};
 use flamepipe_core::labels::Labels;
 use flamepipe_core::profile_type::ProfileType;
 use flamepipe_core::split::split_by_sample_labels;
 use flamepipe_core::symbols::{Function, Line, Location, SampleLabel, Symbols, SymbolsBuilder};
+use flamepipe_core::{Profile, validate};
 use flamepipe_integration::fixture;
 use flamepipe_receiver_otlp::{BodyFormat, decode_export};
 use flamepipe_receiver_pyroscope::{LabelPair, PushRequest, RawProfileSeries, RawSample, decode_ingest, decode_push};
@@ -146,17 +145,18 @@ fn stored_as_accepted(decoded: Result<Vec<Profile>, impl std::fmt::Display>) -> 
     }
 }
 
-/// If `deliver`'s preparation (sample labels split into series, then the shared checks)
-/// accepts `profiles`, a block of them reads back with the same fingerprints.
+/// If `deliver`'s checks accept `profiles`, a block of them (split into series by their
+/// sample labels as it is written) reads back with the same fingerprints.
 fn round_trip(profiles: &[Profile]) -> Result<(), TestCaseError> {
     let total = |ps: &[Profile]| -> i128 { ps.iter().flat_map(|p| &p.samples).map(|s| i128::from(s.value)).sum() };
     let decoded_total = total(profiles);
     let types =
         |ps: &[Profile]| -> std::collections::BTreeSet<String> { ps.iter().map(|p| p.profile_type.id()).collect() };
     let decoded_types = types(profiles);
-    let Ok(accepted) = prepare(profiles.to_vec()) else {
+    if validate::check_batch(profiles).is_err() {
         return Ok(());
-    };
+    }
+    let accepted = profiles.to_vec();
     let mut builder = BlockBuilder::new("tenant", 0);
     for p in &accepted {
         builder.add(p);

@@ -172,7 +172,7 @@ fn broken_speedscope_files_are_refused_whole_with_the_place_named() {
             file(
                 r#"{"type":"sampled","name":"u","unit":"seconds","startValue":0,"endValue":1,"samples":[[0,9]],"weights":[1]}"#,
             ),
-            "profiles[1].samples: frame 9 does not exist",
+            "profiles[1].samples: samples[0]: frame 9 does not exist",
         ),
         (
             "weights and samples of different lengths",

@@ -113,9 +113,7 @@ impl BlockBuilder {
         if !self.datasets.contains_key(service) {
             self.datasets.insert(service.to_string(), DatasetBuilder::default());
         }
-        let Some(ds) = self.datasets.get_mut(service) else {
-            return;
-        };
+        let ds = self.datasets.get_mut(service).expect("inserted above");
         let key = Arc::as_ptr(&profile.symbols) as usize;
         let DatasetBuilder {
             symbols,

@@ -16,10 +16,13 @@
 //! time-reversed events, negative or non-finite values) refuses the whole file with the
 //! profile index and field named.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
 use crate::labels::{Labels, METRIC_NAME, PROFILE_TYPE};
 use crate::symbols::{Function, Line, Location, SymbolsBuilder};
@@ -102,8 +105,8 @@ enum RawProfile {
         start_value: f64,
         #[serde(rename = "endValue")]
         end_value: f64,
-        samples: Vec<Vec<u64>>,
-        weights: Vec<f64>,
+        samples: Stacks,
+        weights: Weights,
     },
     #[serde(rename = "evented")]
     Evented {
@@ -114,8 +117,132 @@ enum RawProfile {
         start_value: f64,
         #[serde(rename = "endValue")]
         end_value: f64,
-        events: Vec<Event>,
+        events: Events,
     },
+}
+
+// ---- reading within the sample limit ----
+//
+// The limit on samples is enforced while the JSON is read, not after: a 16 MiB body of
+// `[0],` is four million samples, and holding them as they are written (a vector each)
+// before counting would take hundreds of MiB. Samples, weights and events count against the
+// limit one by one as they are read (a budget for this thread's read), and stacks are kept
+// flat, four bytes per frame index.
+
+thread_local! {
+    /// Samples and events (one budget), and weights (another), that the file being read on
+    /// this thread may still hold.
+    static ENTRIES_LEFT: Cell<(usize, usize)> = const { Cell::new((usize::MAX, usize::MAX)) };
+    /// Set when a read ran out of budget: the error is then the limit, not the JSON.
+    static OVER_LIMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Takes one sample or event (`weight: false`) or one weight from the budget.
+fn take_one<E: de::Error>(weight: bool) -> std::result::Result<(), E> {
+    let (entries, weights) = ENTRIES_LEFT.get();
+    let left = if weight { weights } else { entries };
+    if left == 0 {
+        OVER_LIMIT.set(true);
+        return Err(E::custom("more entries than the sample limit"));
+    }
+    ENTRIES_LEFT.set(if weight {
+        (entries, weights - 1)
+    } else {
+        (entries - 1, weights)
+    });
+    Ok(())
+}
+
+/// A sampled profile's stacks, flat: `offsets[i]..offsets[i + 1]` indexes `frames` for
+/// sample `i`, root first as sent.
+struct Stacks {
+    offsets: Vec<u32>,
+    frames: Vec<u32>,
+}
+
+impl Stacks {
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u32]> {
+        self.offsets
+            .windows(2)
+            .map(|w| &self.frames[w[0] as usize..w[1] as usize])
+    }
+}
+
+impl<'de> Deserialize<'de> for Stacks {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Outer;
+        impl<'de> Visitor<'de> for Outer {
+            type Value = Stacks;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of arrays of frame indices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Stacks, A::Error> {
+                let mut stacks = Stacks {
+                    offsets: vec![0],
+                    frames: Vec::new(),
+                };
+                while seq.next_element_seed(Inner(&mut stacks.frames))?.is_some() {
+                    take_one(false)?;
+                    let end = u32::try_from(stacks.frames.len())
+                        .map_err(|_| de::Error::custom("more than 2^32 frame indices"))?;
+                    stacks.offsets.push(end);
+                }
+                Ok(stacks)
+            }
+        }
+        /// One stack, appended to the shared frame list.
+        struct Inner<'a>(&'a mut Vec<u32>);
+        impl<'de> DeserializeSeed<'de> for Inner<'_> {
+            type Value = ();
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Inner<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of frame indices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+                while let Some(frame) = seq.next_element::<u32>()? {
+                    self.0.push(frame);
+                }
+                Ok(())
+            }
+        }
+        d.deserialize_seq(Outer)
+    }
+}
+
+/// A JSON array whose elements count against the budget as they are read.
+struct Budgeted<T, const WEIGHT: bool>(Vec<T>);
+
+type Weights = Budgeted<f64, true>;
+type Events = Budgeted<Event, false>;
+
+impl<'de, T: Deserialize<'de>, const WEIGHT: bool> Deserialize<'de> for Budgeted<T, WEIGHT> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Elements<T, const WEIGHT: bool>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const WEIGHT: bool> Visitor<'de> for Elements<T, WEIGHT> {
+            type Value = Budgeted<T, WEIGHT>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(x) = seq.next_element()? {
+                    take_one(WEIGHT)?;
+                    out.push(x);
+                }
+                Ok(Budgeted(out))
+            }
+        }
+        d.deserialize_seq(Elements(std::marker::PhantomData))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -176,30 +303,9 @@ impl Unit {
 
 /// Decodes a speedscope file into one profile per profile of the file.
 pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Profile>> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let file: File = serde_path_to_error::deserialize(&mut de).map_err(|e| SpeedscopeError::Json {
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
-    })?;
-    de.end().map_err(|e| SpeedscopeError::Json {
-        path: ".".into(),
-        message: e.to_string(),
-    })?;
+    let file = read_within_limit(bytes, opts.max_samples)?;
     if file.profiles.is_empty() {
         return Err(SpeedscopeError::File("the file holds no profiles".into()));
-    }
-    let total: usize = file
-        .profiles
-        .iter()
-        .map(|p| match p {
-            RawProfile::Sampled { samples, .. } => samples.len(),
-            RawProfile::Evented { events, .. } => events.len(),
-        })
-        .sum();
-    if total > opts.max_samples {
-        return Err(SpeedscopeError::TooManySamples {
-            limit: opts.max_samples,
-        });
     }
 
     // Every profile of the file shares one symbol table: one location per frame.
@@ -235,11 +341,17 @@ pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Pro
             field,
             problem,
         };
-        let frame = |i: u64, field| {
+        // The location of frame `i`, which entry `at` of `field` refers to.
+        let frame = |i: u64, field, at: usize| {
             usize::try_from(i)
                 .ok()
                 .and_then(|i| locations.get(i).copied())
-                .ok_or_else(|| bad(field, format!("frame {i} does not exist ({} frames)", locations.len())))
+                .ok_or_else(|| {
+                    bad(
+                        field,
+                        format!("{field}[{at}]: frame {i} does not exist ({} frames)", locations.len()),
+                    )
+                })
         };
         let (unit, start, end) = match profile {
             RawProfile::Sampled {
@@ -273,13 +385,13 @@ pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Pro
         };
         match profile {
             RawProfile::Sampled { samples, weights, .. } => {
-                if samples.len() != weights.len() {
+                if samples.len() != weights.0.len() {
                     return Err(bad(
                         "weights",
-                        format!("{} weights for {} samples", weights.len(), samples.len()),
+                        format!("{} weights for {} samples", weights.0.len(), samples.len()),
                     ));
                 }
-                for (i, (sample, &weight)) in samples.iter().zip(weights).enumerate() {
+                for (i, (sample, &weight)) in samples.iter().zip(&weights.0).enumerate() {
                     let value = unit.value(weight).ok_or_else(|| {
                         bad(
                             "weights",
@@ -288,7 +400,7 @@ pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Pro
                     })?;
                     stack.clear();
                     for &f in sample.iter().rev() {
-                        stack.push(frame(f, "samples")?);
+                        stack.push(frame(u64::from(f), "samples", i)?);
                     }
                     if value > 0 {
                         add(&stack, value, "weights")?;
@@ -299,7 +411,7 @@ pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Pro
                 // Open frames, root first; each interval counts for the stack open during it.
                 let mut open: Vec<(u64, u32)> = Vec::new();
                 let mut last_at = start;
-                for (i, event) in events.iter().enumerate() {
+                for (i, event) in events.0.iter().enumerate() {
                     if !event.at.is_finite() || event.at < last_at {
                         return Err(bad(
                             "events",
@@ -321,7 +433,7 @@ pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Pro
                     }
                     last_at = event.at;
                     match event.kind {
-                        EventKind::Open => open.push((event.frame, frame(event.frame, "events")?)),
+                        EventKind::Open => open.push((event.frame, frame(event.frame, "events", i)?)),
                         EventKind::Close => match open.pop() {
                             Some((f, _)) if f == event.frame => {}
                             Some((f, _)) => {
@@ -383,6 +495,54 @@ pub fn to_profiles(bytes: &[u8], opts: &SpeedscopeOptions<'_>) -> Result<Vec<Pro
             }
         })
         .collect())
+}
+
+/// How long the file's recording lasted: the longest `endValue - startValue` of its
+/// profiles in time units, in nanoseconds (`None` when no profile is in time units or the
+/// file does not parse). What a sender that knows only when the file was written (its
+/// modification time) needs to place the recording's start.
+pub fn recording_duration_ns(bytes: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Outline {
+        profiles: Vec<ProfileOutline>,
+    }
+    #[derive(Deserialize)]
+    struct ProfileOutline {
+        unit: Unit,
+        #[serde(rename = "startValue")]
+        start_value: f64,
+        #[serde(rename = "endValue")]
+        end_value: f64,
+    }
+    let outline: Outline = serde_json::from_slice(bytes).ok()?;
+    outline
+        .profiles
+        .iter()
+        .filter(|p| p.unit.ns_per_unit().is_some())
+        .filter_map(|p| p.unit.value(p.end_value - p.start_value))
+        .max()
+}
+
+/// Reads the file, refusing it as soon as it holds more than `max_samples` samples and
+/// events together, or more than `max_samples` weights.
+fn read_within_limit(bytes: &[u8], max_samples: usize) -> Result<File> {
+    ENTRIES_LEFT.set((max_samples, max_samples));
+    OVER_LIMIT.set(false);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let read = serde_path_to_error::deserialize(&mut de);
+    ENTRIES_LEFT.set((usize::MAX, usize::MAX));
+    if OVER_LIMIT.replace(false) {
+        return Err(SpeedscopeError::TooManySamples { limit: max_samples });
+    }
+    let file: File = read.map_err(|e| SpeedscopeError::Json {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    de.end().map_err(|e| SpeedscopeError::Json {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    Ok(file)
 }
 
 /// Each profile's `thread_name`: its name, with ` (<index>)` appended when the name repeats
@@ -483,7 +643,7 @@ mod tests {
         let cases = [
             (
                 r#"{"type":"sampled","name":"a","unit":"seconds","startValue":0,"endValue":1,"samples":[[7]],"weights":[1]}"#,
-                "profiles[0].samples: frame 7 does not exist",
+                "profiles[0].samples: samples[0]: frame 7 does not exist",
             ),
             (
                 r#"{"type":"sampled","name":"a","unit":"seconds","startValue":0,"endValue":1,"samples":[[0],[0]],"weights":[1]}"#,
@@ -533,13 +693,54 @@ mod tests {
         let json = format!(
             r#"{{{FRAMES},"profiles":[{{"type":"sampled","name":"a","unit":"none","startValue":0,"endValue":1,"samples":[[0],[0],[0]],"weights":[1,1,1]}}]}}"#
         );
-        let opts = SpeedscopeOptions {
+        let limited = SpeedscopeOptions {
             max_samples: 2,
             ..opts(&series)
         };
         assert_eq!(
-            to_profiles(json.as_bytes(), &opts).unwrap_err(),
+            to_profiles(json.as_bytes(), &limited).unwrap_err(),
             SpeedscopeError::TooManySamples { limit: 2 }
+        );
+        // Weights and events count too, before anything else of the file is checked.
+        let weights = format!(
+            r#"{{{FRAMES},"profiles":[{{"type":"sampled","name":"a","unit":"none","startValue":0,"endValue":1,"samples":[],"weights":[1,1,1]}}]}}"#
+        );
+        assert_eq!(
+            to_profiles(weights.as_bytes(), &limited).unwrap_err(),
+            SpeedscopeError::TooManySamples { limit: 2 }
+        );
+        let events = r#"{"type":"O","frame":0,"at":0},{"type":"C","frame":0,"at":1}"#;
+        let evented = format!(
+            r#"{{{FRAMES},"profiles":[{{"type":"evented","name":"a","unit":"none","startValue":0,"endValue":1,"events":[{events},{events}]}}]}}"#
+        );
+        assert_eq!(
+            to_profiles(evented.as_bytes(), &limited).unwrap_err(),
+            SpeedscopeError::TooManySamples { limit: 2 }
+        );
+        // Within the limit, the same budget is fresh for the next file on this thread.
+        assert!(to_profiles(json.as_bytes(), &opts(&series)).is_ok());
+    }
+
+    #[test]
+    fn the_recording_lasts_as_long_as_its_longest_timed_profile() {
+        let json = format!(
+            r#"{{{FRAMES},"profiles":[{{"type":"sampled","name":"a","unit":"milliseconds","startValue":10,"endValue":2510,"samples":[],"weights":[]}},{{"type":"sampled","name":"b","unit":"seconds","startValue":0,"endValue":1,"samples":[],"weights":[]}},{{"type":"sampled","name":"c","unit":"bytes","startValue":0,"endValue":1e12,"samples":[],"weights":[]}}]}}"#
+        );
+        assert_eq!(recording_duration_ns(json.as_bytes()), Some(2_500_000_000));
+        assert_eq!(recording_duration_ns(b"main;work 1"), None);
+    }
+
+    #[test]
+    fn a_flood_of_samples_is_refused_as_it_is_read() {
+        // Four million one-frame samples in 16 MB: refused when the limit is reached.
+        let samples = "[0],".repeat(4 << 20);
+        let json = format!(
+            r#"{{{FRAMES},"profiles":[{{"type":"sampled","name":"a","unit":"none","startValue":0,"endValue":1,"samples":[{samples}[0]],"weights":[]}}]}}"#
+        );
+        let series: Labels = [("service_name", "app")].into_iter().collect();
+        assert_eq!(
+            to_profiles(json.as_bytes(), &opts(&series)).unwrap_err(),
+            SpeedscopeError::TooManySamples { limit: 1 << 20 }
         );
     }
 }

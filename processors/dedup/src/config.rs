@@ -4,7 +4,7 @@
 //! processors:
 //!   dedup:
 //!     window: 10m            # how long a profile is remembered
-//!     max_entries: 100000    # profiles remembered at most (about 250 bytes each)
+//!     max_entries: 100000    # profiles remembered at most (about 253 bytes each at most)
 //!     timestamp_shift: 1ns   # the step a colliding distinct profile's timestamp moves by
 //! ```
 
@@ -54,7 +54,7 @@ impl Validate for Config {
         if self.timestamp_shift.0 > std::time::Duration::from_secs(1) {
             issues.push(ConfigIssue::new(
                 "timestamp_shift",
-                "must be at most 1s: a shifted profile must stay in its time range",
+                "must be at most 1s: shifts are a tie-break, not a move in time (a profile moves by at most 1024 steps)",
             ));
         }
         issues

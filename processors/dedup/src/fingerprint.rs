@@ -5,10 +5,10 @@
 //! decodes of the same data), on sample order, or on whether equal (stack, labels) samples
 //! were sent apart or summed. So each sample is keyed by its stack as frame names and its
 //! labels as text, and the content is the sum of `value * key` over the samples, modulo the
-//! prime 2^61 - 1, for two independent key derivations: a sum is blind to order and to how a
-//! value is split over samples, and two different contents agree on both sums with
-//! probability about 2^-122 (distinct samples' keys are 64-bit hashes). This costs one
-//! multiply-add per sample, with no sort and no allocation.
+//! prime 2^61 - 1, for two derivations of the key: a sum is blind to order and to how a value
+//! is split over samples. Two different contents agree when two distinct samples' 64-bit keys
+//! collide (about 2^-64 per pair of samples), or otherwise on both sums with probability
+//! about 2^-122. This costs one multiply-add per sample, with no sort and no allocation.
 //!
 //! Frame names are hashed once per string of a symbol table, stacks once per stack, through
 //! [`TableHashes`], which the profiles of one request (one per sample type) share.

@@ -329,6 +329,11 @@ proptest! {
                             }
                             batch.done();
                         }
+                        // Let the processor learn the outcome (its tasks run between requests
+                        // in a server too), so retries meet settled writes, failed ones included.
+                        for _ in 0..3 {
+                            tokio::task::yield_now().await;
+                        }
                     }
                 }
             }

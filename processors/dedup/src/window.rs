@@ -2,7 +2,7 @@
 //! holds (content fingerprint), and how its write went (its outcome).
 //!
 //! Bounded in time (`window`, by arrival) and in size (`max_entries`, the oldest forgotten
-//! first). One entry costs about 250 bytes at most: the map slot (key, content, outcome handle,
+//! first). One entry costs about 253 bytes at most: the map slot (key, content, outcome handle,
 //! sequence number), its place in the arrival queue, the hash table's spare capacity and, when
 //! each request carries one profile, its own outcome cell (`cargo bench --bench dedup`
 //! measures it).
@@ -35,6 +35,8 @@ pub enum Placement {
 struct Entry {
     content: Fingerprint,
     outcome: Outcome,
+    /// The timestamp the profile arrived with; differs from its slot when it was moved.
+    origin: i64,
     seq: u64,
 }
 
@@ -47,10 +49,16 @@ pub struct Forgotten {
     pub evicted: u64,
 }
 
+type Key = (Fingerprint, i64);
+
 pub struct Window {
-    entries: HashMap<(Fingerprint, i64), Entry, RandomState>,
+    /// Every remembered profile by (series, slot): the timestamp it was passed on with.
+    entries: HashMap<Key, Entry, RandomState>,
+    /// For each (series, arrival timestamp) whose profiles were moved, the slots they sit in:
+    /// a retry is looked for there, whatever was forgotten between. Rare, so small.
+    moved: HashMap<Key, Vec<i64>, RandomState>,
     /// Arrival order: key, sequence number, arrival time.
-    order: VecDeque<((Fingerprint, i64), u64, Instant)>,
+    order: VecDeque<(Key, u64, Instant)>,
     next_seq: u64,
     ttl: Duration,
     max_entries: usize,
@@ -60,6 +68,7 @@ impl Window {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
         Window {
             entries: HashMap::with_hasher(RandomState::default()),
+            moved: HashMap::with_hasher(RandomState::default()),
             order: VecDeque::new(),
             next_seq: 0,
             ttl,
@@ -89,9 +98,12 @@ impl Window {
     }
 
     /// Finds where a profile of `series` at `timestamp_ns` with `content` goes, remembering it
-    /// (with `outcome`) unless it is a duplicate. Probing walks `timestamp_ns`,
-    /// `timestamp_ns + step`, ...: a slot holding the same content makes a duplicate, the
-    /// first free slot takes the profile.
+    /// (with `outcome`) unless it is a duplicate.
+    ///
+    /// A duplicate is a remembered profile that arrived with the same timestamp and content,
+    /// at its own slot or at any slot it was moved to. Otherwise the profile takes the first
+    /// free slot of `timestamp_ns`, `timestamp_ns + step`, ...; a slot whose profile's write
+    /// failed is free (that profile was not stored, and its sender was told to retry).
     pub fn place(
         &mut self,
         series: Fingerprint,
@@ -105,31 +117,49 @@ impl Window {
             expired: self.expire(now),
             evicted: 0,
         };
+        if let Some(original) = self.find(series, timestamp_ns, content) {
+            return (Placement::Duplicate(original), forgotten);
+        }
         let mut slot = timestamp_ns;
         for _ in 0..MAX_PROBES {
-            match self.entries.get(&(series, slot)) {
-                // A profile whose write failed was not stored: its slot is free again, and a
-                // retry of it is new (its sender was told to retry).
+            let taken = match self.entries.get(&(series, slot)) {
                 Some(e) if e.outcome.is_failed() => {
                     let seq = e.seq;
                     self.remove((series, slot), seq);
+                    false
                 }
-                Some(e) if e.content == content => return (Placement::Duplicate(e.outcome.clone()), forgotten),
-                Some(_) => {
-                    slot = slot.saturating_add(step_ns);
-                    continue;
-                }
-                None => {}
+                Some(_) => true,
+                None => false,
+            };
+            if taken {
+                slot = slot.saturating_add(step_ns);
+                continue;
             }
-            forgotten.evicted = self.insert((series, slot), content, outcome, now);
+            forgotten.evicted = self.insert((series, slot), timestamp_ns, content, outcome, now);
             return (Placement::New { timestamp_ns: slot }, forgotten);
         }
         (Placement::Crowded, forgotten)
     }
 
+    /// The outcome of a remembered profile of `series` that arrived at `timestamp_ns` with
+    /// `content` and whose write has not failed.
+    fn find(&self, series: Fingerprint, timestamp_ns: i64, content: Fingerprint) -> Option<Outcome> {
+        let same = |slot: i64| {
+            self.entries
+                .get(&(series, slot))
+                .filter(|e| e.origin == timestamp_ns && e.content == content && !e.outcome.is_failed())
+                .map(|e| e.outcome.clone())
+        };
+        same(timestamp_ns).or_else(|| {
+            self.moved
+                .get(&(series, timestamp_ns))
+                .and_then(|slots| slots.iter().find_map(|&slot| same(slot)))
+        })
+    }
+
     /// Remembers a new entry, forgetting the oldest while the window is full; returns how
     /// many were forgotten.
-    fn insert(&mut self, key: (Fingerprint, i64), content: Fingerprint, outcome: &Outcome, now: Instant) -> u64 {
+    fn insert(&mut self, key: Key, origin: i64, content: Fingerprint, outcome: &Outcome, now: Instant) -> u64 {
         let mut evicted = 0;
         while self.entries.len() >= self.max_entries {
             let Some((old, seq, _)) = self.order.pop_front() else {
@@ -144,21 +174,100 @@ impl Window {
             Entry {
                 content,
                 outcome: outcome.clone(),
+                origin,
                 seq,
             },
         );
+        if key.1 != origin {
+            self.moved.entry((key.0, origin)).or_default().push(key.1);
+        }
         self.order.push_back((key, seq, now));
         evicted
     }
 
     /// Removes `key` if it is still the entry `seq` put there.
-    fn remove(&mut self, key: (Fingerprint, i64), seq: u64) -> u64 {
-        match self.entries.get(&key) {
-            Some(e) if e.seq == seq => {
-                self.entries.remove(&key);
-                1
+    fn remove(&mut self, key: Key, seq: u64) -> u64 {
+        let origin = match self.entries.get(&key) {
+            Some(e) if e.seq == seq => e.origin,
+            _ => return 0,
+        };
+        self.entries.remove(&key);
+        if origin != key.1
+            && let Some(slots) = self.moved.get_mut(&(key.0, origin))
+        {
+            slots.retain(|&slot| slot != key.1);
+            if slots.is_empty() {
+                self.moved.remove(&(key.0, origin));
             }
-            _ => 0,
         }
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERIES: Fingerprint = 7;
+
+    fn window() -> Window {
+        Window::new(Duration::from_secs(600), 100)
+    }
+
+    fn new_at(w: &mut Window, timestamp_ns: i64, content: Fingerprint, outcome: &Outcome) -> i64 {
+        match w.place(SERIES, timestamp_ns, content, 1, outcome, Instant::now()).0 {
+            Placement::New { timestamp_ns } => timestamp_ns,
+            other => panic!("expected a new profile, got {other:?}"),
+        }
+    }
+
+    fn is_duplicate(w: &mut Window, timestamp_ns: i64, content: Fingerprint) -> bool {
+        matches!(
+            w.place(SERIES, timestamp_ns, content, 1, &Outcome::new(), Instant::now())
+                .0,
+            Placement::Duplicate(_)
+        )
+    }
+
+    #[test]
+    fn a_moved_profile_is_found_after_the_slot_before_it_frees() {
+        let mut w = window();
+        let (a, b) = (Outcome::new(), Outcome::new());
+        assert_eq!(new_at(&mut w, 100, 1, &a), 100);
+        assert_eq!(new_at(&mut w, 100, 2, &b), 101);
+        b.settle(Ok(()));
+        // The first profile's write fails: its slot is free, but the second one stays where
+        // it was stored, so a retry of it is a duplicate, not a third copy at 100.
+        a.settle(Err("disk full".into()));
+        assert!(is_duplicate(&mut w, 100, 2));
+        // The failed one's retry is new and takes the freed slot.
+        assert_eq!(new_at(&mut w, 100, 1, &Outcome::new()), 100);
+        assert!(is_duplicate(&mut w, 100, 1));
+    }
+
+    #[test]
+    fn a_profile_that_arrived_at_a_moved_profiles_slot_is_not_its_duplicate() {
+        let mut w = window();
+        let o = Outcome::new();
+        assert_eq!(new_at(&mut w, 100, 1, &o), 100);
+        assert_eq!(new_at(&mut w, 100, 2, &o), 101);
+        // Same content as the moved one, but it arrived at 101: another time range.
+        assert_eq!(new_at(&mut w, 101, 2, &o), 102);
+        assert!(is_duplicate(&mut w, 101, 2));
+        assert!(is_duplicate(&mut w, 100, 2));
+    }
+
+    #[test]
+    fn forgetting_a_moved_profile_forgets_where_it_went() {
+        let mut w = Window::new(Duration::from_secs(600), 2);
+        let o = Outcome::new();
+        new_at(&mut w, 100, 1, &o);
+        new_at(&mut w, 100, 2, &o);
+        assert_eq!(w.moved.len(), 1);
+        // Two more evict both.
+        new_at(&mut w, 200, 3, &o);
+        new_at(&mut w, 300, 4, &o);
+        assert!(w.moved.is_empty());
+        assert_eq!(w.len(), 2);
     }
 }

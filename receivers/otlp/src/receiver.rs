@@ -102,14 +102,15 @@ impl Shared {
         format: BodyFormat,
         body_len: usize,
     ) -> Result<ExportProfilesServiceResponse, Error> {
-        let _permit = self.intake.admit()?;
+        let permit = self.intake.admit()?;
         let (limits, max_decompressed) = (self.limits, self.max_decompressed_bytes);
         // The task completes even if the client leaves.
         let shared = Arc::clone(&self);
-        complete_detached(async move {
+        complete_detached(permit, async move {
+            let inline_check = body.clone();
             let converted = shared
                 .intake
-                .decode(body_len, move || {
+                .decode(&inline_check, move || {
                     decode_export(body, format, &limits, max_decompressed, now_ns())
                 })
                 .await?;

@@ -37,6 +37,8 @@ pub enum Error {
     Format(String),
     #[error("unsupported content type {0:?}: expected application/proto or application/json")]
     ContentType(String),
+    #[error("unsupported content encoding {0:?}: expected gzip or identity")]
+    ContentEncoding(String),
     #[error("invalid tenant id in X-Scope-OrgID: {0}")]
     Tenant(&'static str),
     /// Anything else the sender got wrong (multipart layout, labels, JSON).
@@ -68,6 +70,7 @@ impl From<Error> for Refusal {
             Error::NoProfiles => (Kind::Invalid, "empty_body"),
             Error::Format(_) => (Kind::Invalid, "unknown_format"),
             Error::ContentType(_) => (Kind::Unsupported, "unknown_format"),
+            Error::ContentEncoding(_) => (Kind::Unsupported, "unsupported"),
             Error::Tenant(_) => (Kind::Invalid, "bad_tenant"),
             Error::BadRequest(_) => (Kind::Invalid, "bad_request"),
         };

@@ -146,6 +146,15 @@ pub(crate) enum IngestBody {
     },
 }
 
+impl IngestBody {
+    /// The profile's bytes, as sent.
+    pub(crate) fn profile(&self) -> &Bytes {
+        match self {
+            IngestBody::Raw(profile) | IngestBody::Multipart { profile, .. } => profile,
+        }
+    }
+}
+
 /// One entry of the `sample_type_config` part; the other keys (`units`, `aggregation`,
 /// `cumulative`, `sampled`) describe rendering and are ignored.
 #[derive(Deserialize)]
@@ -223,9 +232,7 @@ pub(crate) fn decode(params: &IngestParams, body: IngestBody, limits: &Limits) -
         Format::Sniff => {
             match formats::detect(&bytes) {
                 Some(Detected::Speedscope) => return speedscope_profiles(params, &bytes, limits),
-                Some(Detected::Folded) if !body::is_gzip(&bytes) => {
-                    return folded_profiles(params, &bytes, Mode::Folded, limits);
-                }
+                Some(Detected::Folded) => return folded_profiles(params, &bytes, Mode::Folded, limits),
                 _ => {}
             }
             if body::is_gzip(&bytes) {

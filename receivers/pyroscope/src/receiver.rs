@@ -19,6 +19,7 @@ use flamepipe_core::Profile;
 use flamepipe_core::component::{BuildContext, PipelineSender};
 use flamepipe_core::formats::pprof::Limits;
 use flamepipe_core::intake::{Intake, IntakeSettings, Refusal, complete_detached};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -72,7 +73,16 @@ async fn ingest_handler(
     body: Body,
 ) -> Response {
     let result = match shared.intake.admit() {
-        Ok(_permit) => ingest_request(Arc::clone(&shared), query.as_deref().unwrap_or(""), &headers, body).await,
+        Ok(permit) => {
+            ingest_request(
+                Arc::clone(&shared),
+                permit,
+                query.as_deref().unwrap_or(""),
+                &headers,
+                body,
+            )
+            .await
+        }
         Err(refusal) => {
             shared.intake.drain(body).await;
             Err(refusal)
@@ -88,19 +98,26 @@ async fn ingest_handler(
     }
 }
 
-async fn ingest_request(shared: Arc<Shared>, query: &str, headers: &HeaderMap, body: Body) -> Result<(), Refusal> {
+async fn ingest_request(
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    query: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), Refusal> {
     let tenant = tenant(headers)?;
     // The query is checked before the body is read: a bad name costs no body transfer.
     let params = IngestParams::parse(query, now_ns())?;
     let bytes = shared.intake.read_body(body, headers).await?;
     let body_len = bytes.len();
     let content_type = content_type(headers.get(CONTENT_TYPE)).to_string();
-    complete_detached(async move {
+    complete_detached(permit, async move {
         let body = IngestBody::from_request(&content_type, bytes).await?;
         let limits = shared.limits;
+        let profile = body.profile().clone();
         let profiles = shared
             .intake
-            .decode(body_len, move || {
+            .decode(&profile, move || {
                 ingest::decode(&params, body, &limits).map_err(Refusal::from)
             })
             .await?;
@@ -112,7 +129,7 @@ async fn ingest_request(shared: Arc<Shared>, query: &str, headers: &HeaderMap, b
 async fn push_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let encoding = PushEncoding::from_content_type(content_type(headers.get(CONTENT_TYPE)));
     let result = match shared.intake.admit() {
-        Ok(_permit) => push_request(Arc::clone(&shared), encoding, &headers, body).await,
+        Ok(permit) => push_request(Arc::clone(&shared), permit, encoding, &headers, body).await,
         Err(refusal) => {
             shared.intake.drain(body).await;
             Err(refusal)
@@ -129,6 +146,7 @@ async fn push_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
 
 async fn push_request(
     shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
     encoding: Result<PushEncoding>,
     headers: &HeaderMap,
     body: Body,
@@ -142,11 +160,12 @@ async fn push_request(
     )?;
     let bytes = shared.intake.read_body(body, headers).await?;
     let body_len = bytes.len();
-    complete_detached(async move {
+    complete_detached(permit, async move {
         let limits = shared.limits;
+        let inline_check = bytes.clone();
         let profiles = shared
             .intake
-            .decode(body_len, move || {
+            .decode(&inline_check, move || {
                 push::decode(encoding, compressed, bytes, &limits).map_err(Refusal::from)
             })
             .await?;
@@ -188,9 +207,7 @@ fn push_compressed(content_encoding: Option<&str>) -> Result<bool> {
         None => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("identity") => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("gzip") => Ok(true),
-        Some(v) => Err(Error::bad_request(format!(
-            "unsupported content encoding {v:?}: expected gzip or identity"
-        ))),
+        Some(v) => Err(Error::ContentEncoding(v.to_string())),
     }
 }
 

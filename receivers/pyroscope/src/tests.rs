@@ -332,6 +332,17 @@ async fn raw_unlabelled_pprof_is_sniffed() {
 }
 
 #[tokio::test]
+async fn gzipped_folded_text_is_sniffed_as_folded() {
+    let mut h = harness();
+    let body = gzip(b"main;work 3\nmain;idle 1\n");
+    let answer = send(&h.router, post("/ingest?name=text-app.cpu", &[], body)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let batch = h.rx.try_recv().unwrap();
+    assert_eq!(types(&batch), vec!["process_cpu:cpu:nanoseconds:cpu:nanoseconds"]);
+    assert_eq!(batch.profiles[0].samples.len(), 2);
+}
+
+#[tokio::test]
 async fn multipart_with_sample_type_config_names_the_profile() {
     let mut h = harness();
     let boundary = "XyZ";
@@ -901,6 +912,15 @@ async fn connect_errors_use_the_connect_shape() {
             push("text/plain", b"x".to_vec()),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported content type",
+        ),
+        (
+            post(
+                "/push.v1.PusherService/Push",
+                &[("content-type", "application/proto"), ("content-encoding", "br")],
+                vec![1],
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported content encoding \"br\"",
         ),
     ];
     for (request, status, message) in cases {
