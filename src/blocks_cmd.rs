@@ -33,7 +33,7 @@ fn open(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
         return Err(BadStore(format!("store {url:?}: {} is not a directory", path.display())).into());
     }
     Ok(StoreRegistry::default()
-        .open(url)
+        .open_url(url)
         .map_err(|e| BadStore(e.to_string()))?)
 }
 
@@ -254,7 +254,7 @@ mod tests {
     async fn lists_and_dumps_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().to_str().unwrap();
-        let store = StoreRegistry::default().open(url).unwrap();
+        let store = StoreRegistry::default().open_url(url).unwrap();
         let mut builder = BlockBuilder::new("anonymous", 0);
         builder.add(&profile());
         let id = Ulid::new();
@@ -303,7 +303,7 @@ mod tests {
     async fn verify_names_damaged_blocks_and_quarantines_them() {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().to_str().unwrap();
-        let store = StoreRegistry::default().open(url).unwrap();
+        let store = StoreRegistry::default().open_url(url).unwrap();
         let good = put_block(&store, |_| {}).await;
         let cut = put_block(&store, |b| b.truncate(b.len() - 10)).await;
         let flipped = put_block(&store, |b| b[20] ^= 0xff).await;

@@ -91,12 +91,14 @@ fn validate(path: &Path) -> Result<(), Failure> {
     }
     let c = &loaded.config;
     println!(
-        "{}: valid ({} pipelines, {} receivers, {} processors, {} exporters)",
+        "{}: valid ({} pipelines, {} receivers, {} processors, {} exporters, {} extensions, {} stores)",
         path.display(),
         c.service.pipelines.len(),
         c.receivers.len(),
         c.processors.len(),
-        c.exporters.len()
+        c.exporters.len(),
+        c.service.extensions.len(),
+        c.storage.len()
     );
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! that turns that component's YAML section into its typed, validated config.
 //!
 //! To add a component, add one line to [`registry`]. Parsing is generic ([`receiver`],
-//! [`processor`], [`exporter`]): a config only needs `Deserialize` (rejecting unknown keys,
+//! [`processor`], [`exporter`], [`extension`]): a config only needs `Deserialize` (rejecting unknown keys,
 //! with its defaults), [`Validate`] and the component trait of its kind.
 
-use flamepipe_core::component::{ExporterConfig, ProcessorConfig, ReceiverConfig};
+use flamepipe_core::component::{ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig};
 use flamepipe_core::config::{ConfigIssue, Validate};
 use serde::de::DeserializeOwned;
 use yaml_serde::Value;
@@ -14,12 +14,14 @@ pub type Parsed<C> = Result<C, Vec<ConfigIssue>>;
 pub type ReceiverParser = fn(&Value) -> Parsed<Box<dyn ReceiverConfig>>;
 pub type ProcessorParser = fn(&Value) -> Parsed<Box<dyn ProcessorConfig>>;
 pub type ExporterParser = fn(&Value) -> Parsed<Box<dyn ExporterConfig>>;
+pub type ExtensionParser = fn(&Value) -> Parsed<Box<dyn ExtensionConfig>>;
 
 /// The component types of each kind, by YAML type name (the part before any `/`).
 pub struct Registry {
     pub receivers: Vec<(&'static str, ReceiverParser)>,
     pub processors: Vec<(&'static str, ProcessorParser)>,
     pub exporters: Vec<(&'static str, ExporterParser)>,
+    pub extensions: Vec<(&'static str, ExtensionParser)>,
 }
 
 /// The one list of every component flamepipe ships: add a component with one line here.
@@ -37,6 +39,7 @@ pub fn registry() -> Registry {
             ("blocks", exporter::<flamepipe_exporter_blocks::Config>),
             ("otlp", exporter::<flamepipe_exporter_otlp::Config>),
         ],
+        extensions: vec![("query", extension::<crate::query::QueryConfig>)],
     }
 }
 
@@ -51,6 +54,10 @@ impl Registry {
 
     pub fn exporter(&self, type_name: &str) -> Option<ExporterParser> {
         find(&self.exporters, type_name)
+    }
+
+    pub fn extension(&self, type_name: &str) -> Option<ExtensionParser> {
+        find(&self.extensions, type_name)
     }
 }
 
@@ -83,6 +90,12 @@ pub fn processor<C: DeserializeOwned + Validate + ProcessorConfig + 'static>(
 pub fn exporter<C: DeserializeOwned + Validate + ExporterConfig + 'static>(
     value: &Value,
 ) -> Parsed<Box<dyn ExporterConfig>> {
+    Ok(Box::new(parse::<C>(value)?))
+}
+
+pub fn extension<C: DeserializeOwned + Validate + ExtensionConfig + 'static>(
+    value: &Value,
+) -> Parsed<Box<dyn ExtensionConfig>> {
     Ok(Box::new(parse::<C>(value)?))
 }
 
@@ -128,7 +141,7 @@ mod tests {
     use std::time::Duration;
 
     use flamepipe_core::component::{Ack, AckWaiter, Batch, BuildContext, Output, PipelineSender};
-    use flamepipe_core::store::StoreRegistry;
+    use flamepipe_core::store::{DEFAULT_STORE, StoreRegistry};
     use flamepipe_core::symbols::{Function, Line, Location};
     use flamepipe_core::telemetry::Telemetry;
     use flamepipe_core::{Labels, Profile, ProfileType, Sample, SymbolsBuilder};
@@ -145,6 +158,7 @@ mod tests {
             ("receiver", r.receivers.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
             ("processor", r.processors.iter().map(|(n, _)| *n).collect()),
             ("exporter", r.exporters.iter().map(|(n, _)| *n).collect()),
+            ("extension", r.extensions.iter().map(|(n, _)| *n).collect()),
         ] {
             let mut sorted = names.clone();
             sorted.sort_unstable();
@@ -169,13 +183,19 @@ mod tests {
                 "exporter {name}: default config does not validate"
             );
         }
+        for (name, parse) in &r.extensions {
+            assert!(
+                parse(&empty).is_ok(),
+                "extension {name}: default config does not validate"
+            );
+        }
     }
 
-    /// A build context whose stores are all in memory (the default `file://./data` too).
+    /// A build context whose stores are all in memory (the default store too).
     fn memory_context() -> BuildContext {
         let stores = StoreRegistry::default();
         stores
-            .preset("file://./data", Arc::new(object_store::memory::InMemory::new()))
+            .preset(DEFAULT_STORE, Arc::new(object_store::memory::InMemory::new()))
             .unwrap();
         BuildContext {
             id: Arc::from(""),
@@ -287,6 +307,20 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), exporter.run(input))
                 .await
                 .unwrap_or_else(|_| panic!("exporter {name} did not stop on a closed input"));
+        }
+        // Extensions: their tasks end once shutdown is asked for.
+        let stopping = ctx.shutdown.clone();
+        stopping.cancel();
+        for (name, parse) in &r.extensions {
+            let parts = parse(&Value::Null)
+                .unwrap()
+                .build(&ctx.for_component(name))
+                .unwrap_or_else(|e| panic!("extension {name}: {e}"));
+            if let Some(task) = parts.task {
+                tokio::time::timeout(Duration::from_secs(5), task)
+                    .await
+                    .unwrap_or_else(|_| panic!("extension {name} did not stop on shutdown"));
+            }
         }
     }
 

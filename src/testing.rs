@@ -4,7 +4,8 @@
 //! `test` receiver: serves `paths` on `address` and, when `send` > 0, a task that sends that
 //! many one-profile batches, waiting while the pipeline is full. `test` processor: passes
 //! batches on. `test` exporter: records the tenant of each batch
-//! it got under `sink`, and with `hang` never returns.
+//! it got under `sink`, and with `hang` never returns. `test` extension: serves `paths` on
+//! `address`, names `store`, and with `task` runs until shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,20 +13,21 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::routing::get;
 use flamepipe_core::component::{
-    Batch, BoxFuture, BuildContext, BuildError, Exporter, ExporterConfig, HttpMount, Output, PipelineSender, Processor,
-    ProcessorConfig, ReceiverConfig, ReceiverParts, SendError,
+    Batch, BoxFuture, BuildContext, BuildError, Exporter, ExporterConfig, ExtensionConfig, HttpMount, Output,
+    PipelineSender, Processor, ProcessorConfig, ReceiverConfig, SendError, ServedParts,
 };
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::registry::{Registry, exporter, processor, receiver};
+use crate::registry::{Registry, exporter, extension, processor, receiver};
 
 pub fn registry() -> Registry {
     Registry {
         receivers: vec![("test", receiver::<TestReceiver>), ("other", receiver::<TestReceiver>)],
         processors: vec![("test", processor::<TestProcessor>)],
         exporters: vec![("test", exporter::<TestExporter>)],
+        extensions: vec![("test", extension::<TestExtension>)],
     }
 }
 
@@ -68,7 +70,7 @@ impl ReceiverConfig for TestReceiver {
         self.paths.iter().map(|p| (self.address, p.clone())).collect()
     }
 
-    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ReceiverParts, BuildError> {
+    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ServedParts, BuildError> {
         let mut router = axum::Router::new();
         for path in &self.paths {
             // Like a real receiver, the routes hold the pipelines' senders.
@@ -93,7 +95,7 @@ impl ReceiverConfig for TestReceiver {
                 }
             }
         });
-        Ok(ReceiverParts {
+        Ok(ServedParts {
             mounts: vec![HttpMount {
                 address: self.address,
                 paths: self.paths.clone(),
@@ -181,5 +183,58 @@ impl Exporter for Recorder {
 impl ExporterConfig for TestExporter {
     fn build(self: Box<Self>, _: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
         Ok(Box::new(Recorder(sink(&self.sink), self.hang)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestExtension {
+    address: SocketAddr,
+    paths: Vec<String>,
+    store: String,
+    task: bool,
+}
+
+impl Default for TestExtension {
+    fn default() -> Self {
+        TestExtension {
+            address: "127.0.0.1:4040".parse().unwrap(),
+            paths: Vec::new(),
+            store: flamepipe_core::store::DEFAULT_STORE.to_string(),
+            task: false,
+        }
+    }
+}
+
+impl Validate for TestExtension {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+}
+
+impl ExtensionConfig for TestExtension {
+    fn routes(&self) -> Vec<(SocketAddr, String)> {
+        self.paths.iter().map(|p| (self.address, p.clone())).collect()
+    }
+
+    fn stores(&self) -> Vec<&str> {
+        vec![&self.store]
+    }
+
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ServedParts, BuildError> {
+        let mut router = axum::Router::new();
+        for path in &self.paths {
+            router = router.route(path, get(|| async { "extension" }));
+        }
+        let shutdown = ctx.shutdown.clone();
+        let task: BoxFuture = Box::pin(async move { shutdown.cancelled().await });
+        Ok(ServedParts {
+            mounts: vec![HttpMount {
+                address: self.address,
+                paths: self.paths.clone(),
+                router,
+            }],
+            task: self.task.then_some(task),
+        })
     }
 }

@@ -12,10 +12,12 @@
 //! pipelines; each pipeline gets its own instance of each of its processors (as in the
 //! OpenTelemetry Collector); an exporter is built once and reads one channel fed by every
 //! pipeline that uses it. A pipeline without processors gets a forwarding task in their place.
+//! Extensions (`service.extensions`, in order) are built last: their routes share the
+//! receivers' servers, and their tasks run beside the receivers'.
 //!
 //! Shutdown order, all within `service.shutdown_timeout`: cancel the shutdown token; servers
 //! stop accepting and finish in-flight requests (which may wait for durable acks, so the
-//! pipelines keep running); receiver tasks return. That drops every [`PipelineSender`], so the
+//! pipelines keep running); receiver and extension tasks return. That drops every [`PipelineSender`], so the
 //! pipeline heads close; processors drain, flush and return, dropping their [`Output`]s; the
 //! exporter inputs close; exporters flush and return. The telemetry server stops last.
 
@@ -53,7 +55,7 @@ pub enum RunError {
 pub struct Topology {
     servers: Vec<Bound>,
     telemetry_server: Bound,
-    receiver_tasks: Vec<(String, BoxFuture)>,
+    component_tasks: Vec<(String, BoxFuture)>,
     pipeline_tasks: Vec<(String, BoxFuture)>,
     pipelines: usize,
     ready: Arc<AtomicBool>,
@@ -66,7 +68,7 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
     let ctx = BuildContext {
         id: Arc::from(""),
         telemetry: Arc::new(Telemetry::new()),
-        stores: StoreRegistry::default(),
+        stores: StoreRegistry::new(std::mem::take(&mut config.storage)),
         shutdown: CancellationToken::new(),
     };
     let pipelines = std::mem::take(&mut config.service.pipelines);
@@ -129,7 +131,7 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
     // once every pipeline feeding them has finished.
     drop(exporter_inputs);
 
-    let mut receiver_tasks = Vec::new();
+    let mut component_tasks = Vec::new();
     let mut mounts = Vec::new();
     let mut built = Vec::new();
     for id in pipelines.iter().flat_map(|(_, p)| &p.receivers) {
@@ -146,17 +148,21 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
         let parts = receiver_config.build(&ctx.for_component(id), PipelineSender::new(targets))?;
         mounts.extend(parts.mounts.into_iter().map(|m| (id.clone(), m)));
         if let Some(task) = parts.task {
-            receiver_tasks.push((format!("receiver {id}"), task));
+            component_tasks.push((format!("receiver {id}"), task));
         }
     }
     // Receivers now hold the only senders into the pipelines.
     drop(heads);
 
-    if let Some(query) = config.query.take() {
-        mounts.push((
-            "query".to_string(),
-            crate::query::mount(query, &ctx.for_component("query"))?,
-        ));
+    // Extensions, in start order: their routes join the receivers' servers, their tasks run
+    // beside the receivers' and stop with them.
+    for id in &config.service.extensions {
+        let extension = config.extensions.remove(id).ok_or_else(|| missing("extension", id))?;
+        let parts = extension.build(&ctx.for_component(id))?;
+        mounts.extend(parts.mounts.into_iter().map(|m| (id.clone(), m)));
+        if let Some(task) = parts.task {
+            component_tasks.push((format!("extension {id}"), task));
+        }
     }
     let servers = server::bind(mounts).await?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -174,7 +180,7 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
     Ok(Topology {
         servers,
         telemetry_server,
-        receiver_tasks,
+        component_tasks,
         pipeline_tasks,
         pipelines: pipelines.len(),
         ready,
@@ -245,7 +251,7 @@ impl Topology {
         let telemetry_shutdown = CancellationToken::new();
 
         let mut pipeline = spawn_all(self.pipeline_tasks);
-        let mut receivers = spawn_all(self.receiver_tasks);
+        let mut components = spawn_all(self.component_tasks);
         let mut servers = spawn_servers(self.servers, &shutdown);
         let mut telemetry = spawn_servers(vec![self.telemetry_server], &telemetry_shutdown);
         for (address, serves) in &addresses {
@@ -271,9 +277,9 @@ impl Topology {
                     failures.push(ended_early(done));
                     break;
                 }
-                Some(done) = receivers.join_next() => match done {
-                    // A pull-based receiver may finish on its own; only a panic is a failure.
-                    Ok((name, Ok(()))) => warn!(task = %name, "receiver task finished"),
+                Some(done) = components.join_next() => match done {
+                    // A pull-based receiver or an extension may finish on its own; only a panic fails.
+                    Ok((name, Ok(()))) => warn!(task = %name, "component task finished"),
                     other => {
                         failures.push(ended_early(other));
                         break;
@@ -287,7 +293,7 @@ impl Topology {
         shutdown.cancel();
         let drain = async {
             let mut failures = Vec::new();
-            for set in [&mut servers, &mut receivers, &mut pipeline] {
+            for set in [&mut servers, &mut components, &mut pipeline] {
                 while let Some(done) = set.join_next().await {
                     if let Some(failure) = failed(done) {
                         failures.push(failure);

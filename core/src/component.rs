@@ -31,6 +31,12 @@
 //!
 //! A share dropped any other way fails its request, so a mistake here shows as an error,
 //! never as a silent loss. The registry-wide component tests check every processor for it.
+//!
+//! # Extensions
+//!
+//! Components outside the pipelines ([`ExtensionConfig`]: the query API, the compactor) see
+//! no batches. They serve routes on the same HTTP servers as receivers and may run a task of
+//! their own; they reach stored data through the stores their config names.
 
 use std::fmt;
 use std::future::Future;
@@ -328,9 +334,10 @@ pub struct HttpMount {
     pub router: axum::Router,
 }
 
-/// A running receiver: routes to serve and, for pull-based receivers, a task.
+/// What a built receiver or extension runs: routes to serve and, for components that work
+/// on their own (pull-based receivers, the compactor), a task.
 #[derive(Default)]
-pub struct ReceiverParts {
+pub struct ServedParts {
     pub mounts: Vec<HttpMount>,
     pub task: Option<BoxFuture>,
 }
@@ -409,7 +416,7 @@ pub struct BuildError {
 pub trait ReceiverConfig: Send + fmt::Debug {
     /// The routes it will mount, for config validation (`address`, `path`).
     fn routes(&self) -> Vec<(SocketAddr, String)>;
-    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ReceiverParts, BuildError>;
+    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ServedParts, BuildError>;
 }
 
 pub trait ProcessorConfig: Send + fmt::Debug {
@@ -417,7 +424,25 @@ pub trait ProcessorConfig: Send + fmt::Debug {
 }
 
 pub trait ExporterConfig: Send + fmt::Debug {
+    /// The ids of the stores it writes to (`storage` entries), for config validation.
+    fn stores(&self) -> Vec<&str> {
+        Vec::new()
+    }
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError>;
+}
+
+/// A component outside the pipelines (the OpenTelemetry Collector's extensions): the query
+/// API, the compactor. Defined under `extensions` and run when listed in `service.extensions`.
+pub trait ExtensionConfig: Send + fmt::Debug {
+    /// The routes it will mount, for config validation (`address`, `path`).
+    fn routes(&self) -> Vec<(SocketAddr, String)> {
+        Vec::new()
+    }
+    /// The ids of the stores it uses (`storage` entries), for config validation.
+    fn stores(&self) -> Vec<&str> {
+        Vec::new()
+    }
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ServedParts, BuildError>;
 }
 
 #[cfg(test)]

@@ -1,16 +1,27 @@
-//! Object stores by URL, shared per process.
+//! Object stores, declared once by id and shared per process.
 //!
-//! Components name stores in YAML (`file://./data`, `memory://`, a bare path); the registry
-//! opens each URL once so that an exporter and the query side given the same URL see the same
-//! store (which matters for `memory://`). Remote stores (S3, GCS, Azure) come with compaction.
+//! pipeline.yaml declares stores in its `storage` section (`local: { url: file://./data }`)
+//! and components refer to them by id (`store: local`). The registry opens each store once,
+//! so an exporter and the query API naming the same id share one store (which matters for
+//! `memory://`). Without a declaration, the id `local` means `file://./data`, so a config
+//! that names no store keeps working. The command line (`flamepipe blocks --store URL`)
+//! opens stores by URL ([`StoreRegistry::open_url`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use serde::Deserialize;
+
+use crate::config::{ConfigIssue, Validate};
+
+/// The store id components use when their config names none.
+pub const DEFAULT_STORE: &str = "local";
+/// What [`DEFAULT_STORE`] means when `storage` does not declare it.
+pub const DEFAULT_STORE_URL: &str = "file://./data";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -18,6 +29,8 @@ pub enum StoreError {
     Unsupported(String),
     #[error("cannot open store {url:?}: {message}")]
     Open { url: String, message: String },
+    #[error("unknown store {0:?}: declare it under storage")]
+    Unknown(String),
 }
 
 /// Where a store URL points, checked without touching anything.
@@ -40,16 +53,62 @@ impl StoreLocation {
     }
 }
 
+/// One entry of the `storage` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `file://PATH` (or a bare path) or `memory://NAME`.
+    pub url: String,
+}
+
+impl Validate for StorageConfig {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        match StoreLocation::parse(&self.url) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![ConfigIssue::new("url", e.to_string())],
+        }
+    }
+}
+
+/// The declared stores, opened on first use and shared.
 #[derive(Clone, Default)]
 pub struct StoreRegistry {
+    declared: Arc<BTreeMap<String, StorageConfig>>,
     open: Arc<Mutex<HashMap<StoreLocation, Arc<dyn ObjectStore>>>>,
 }
 
 impl StoreRegistry {
-    /// Makes `url` open `store`: for tests that build components with their default configs
-    /// without touching the disk.
-    pub fn preset(&self, url: &str, store: Arc<dyn ObjectStore>) -> Result<(), StoreError> {
-        let location = StoreLocation::parse(url)?;
+    pub fn new(declared: BTreeMap<String, StorageConfig>) -> Self {
+        StoreRegistry {
+            declared: Arc::new(declared),
+            open: Arc::default(),
+        }
+    }
+
+    /// Whether `id` names a store: declared, or the implicit [`DEFAULT_STORE`].
+    pub fn knows(&self, id: &str) -> bool {
+        self.declared.contains_key(id) || id == DEFAULT_STORE
+    }
+
+    /// The URL store `id` opens.
+    pub fn url(&self, id: &str) -> Result<&str, StoreError> {
+        match self.declared.get(id) {
+            Some(config) => Ok(&config.url),
+            None if id == DEFAULT_STORE => Ok(DEFAULT_STORE_URL),
+            None => Err(StoreError::Unknown(id.to_string())),
+        }
+    }
+
+    /// Opens store `id` (once per process; later calls share it).
+    pub fn open(&self, id: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let url = self.url(id)?.to_string();
+        self.open_url(&url)
+    }
+
+    /// Makes store `id` be `store`: for tests that build components with their default
+    /// configs without touching the disk.
+    pub fn preset(&self, id: &str, store: Arc<dyn ObjectStore>) -> Result<(), StoreError> {
+        let location = StoreLocation::parse(self.url(id)?)?;
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -57,7 +116,8 @@ impl StoreRegistry {
         Ok(())
     }
 
-    pub fn open(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    /// Opens a store by URL, as the command line names them.
+    pub fn open_url(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         let location = StoreLocation::parse(url)?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = open.get(&location) {
@@ -105,10 +165,26 @@ mod tests {
     }
 
     #[test]
-    fn memory_stores_are_shared_per_url() {
-        let r = StoreRegistry::default();
-        let a = r.open("memory://x").unwrap();
-        let b = r.open("memory://x").unwrap();
-        assert!(Arc::ptr_eq(&a, &b));
+    fn stores_are_shared_per_id_and_url() {
+        let r = StoreRegistry::new(BTreeMap::from([
+            (
+                "a".to_string(),
+                StorageConfig {
+                    url: "memory://x".into(),
+                },
+            ),
+            (
+                "b".to_string(),
+                StorageConfig {
+                    url: "memory://x".into(),
+                },
+            ),
+        ]));
+        let a = r.open("a").unwrap();
+        assert!(Arc::ptr_eq(&a, &r.open("a").unwrap()));
+        assert!(Arc::ptr_eq(&a, &r.open("b").unwrap()));
+        assert!(Arc::ptr_eq(&a, &r.open_url("memory://x").unwrap()));
+        assert!(matches!(r.open("c"), Err(StoreError::Unknown(_))));
+        assert_eq!(r.url(DEFAULT_STORE).unwrap(), DEFAULT_STORE_URL);
     }
 }

@@ -19,9 +19,9 @@ pub struct Options {
     pub receiver_extra: String,
     /// Pipeline channel capacity, when a test needs it small.
     pub queue_size: Option<usize>,
-    /// Serve the query API: `Some(extra)` adds a `query:` section on the receiver's address
+    /// Serve the query API: `Some(extra)` adds the `query` extension on the receiver's address
     /// (one server answers both, at [`Flamepipe::url`]) reading the blocks exporter's store;
-    /// `extra` holds further keys of the section, indented by the caller with 2 spaces.
+    /// `extra` holds further keys of its section, indented by the caller with 4 spaces.
     pub query: Option<String>,
     /// Add an `otlp` receiver to the pipeline: `Some(extra)` holds further keys of its section
     /// (indented by the caller with 4 spaces). Its gRPC and HTTP endpoints get listeners of
@@ -76,13 +76,13 @@ impl Flamepipe {
             .queue_size
             .map(|n| format!("  queue_size: {n}\n"))
             .unwrap_or_default();
-        let query = opts
+        let (query, query_id) = opts
             .query
             .as_ref()
             .map(|extra| {
-                format!(
-                    "query:\n  address: 127.0.0.1:0\n  store: file://{}\n{extra}",
-                    data.display()
+                (
+                    format!("extensions:\n  query:\n    address: 127.0.0.1:0\n    store: local\n{extra}"),
+                    "query",
                 )
             })
             .unwrap_or_default();
@@ -107,8 +107,9 @@ impl Flamepipe {
         format!(
             "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}{otlp}\
              processors:\n{dedup}  segment:\n    flush_interval: {flush}\n\
-             exporters:\n  blocks:\n    store: file://{data}\n\
-             {query}service:\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [{dedup_id}segment]\n      exporters: [blocks]\n\
+             exporters:\n  blocks:\n    store: local\n\
+             {query}storage:\n  local:\n    url: file://{data}\n\
+             service:\n  extensions: [{query_id}]\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [{dedup_id}segment]\n      exporters: [blocks]\n\
              \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
             ack = opts.ack,
             extra = opts.receiver_extra,

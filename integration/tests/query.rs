@@ -1159,7 +1159,7 @@ fn write_blocks(fp: &Flamepipe, file: &str, service: &str, count: usize) -> (Str
 #[test]
 fn client_disconnect_stops_block_reads() {
     const COUNT: usize = 400;
-    let fp = Flamepipe::start(BIN, &query_options("  max_concurrent_reads: 1\n"));
+    let fp = Flamepipe::start(BIN, &query_options("    max_concurrent_reads: 1\n"));
 
     let (profile_type, per_block_total) = write_blocks(&fp, "go-bench-regexp-cpu.pb.gz", "many", COUNT);
     let query = format!("{profile_type}{{service_name=\"many\"}}");

@@ -1,11 +1,15 @@
-//! Checks across sections, run after every part has parsed: pipelines name defined
-//! components and are complete, and HTTP addresses and routes do not collide.
+//! Checks across sections, run after every part has parsed: pipelines and
+//! `service.extensions` name defined components, pipelines are complete, the stores
+//! components name are declared, and HTTP addresses and routes do not collide.
 //!
-//! Only components that a pipeline uses are checked for collisions: the others are never
-//! built (they get a warning instead, as in the OpenTelemetry Collector).
+//! Only components that a pipeline or `service.extensions` uses are checked for stores and
+//! collisions: the others are never built (they get a warning instead, as in the
+//! OpenTelemetry Collector).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+
+use flamepipe_core::store::DEFAULT_STORE;
 
 use super::{Config, Defined, Problem, YamlPath};
 
@@ -70,54 +74,119 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
             }
         }
     }
+    let listed = &config.service.extensions;
+    for (i, id) in listed.iter().enumerate() {
+        let item = YamlPath::root().key("service").key("extensions").index(i);
+        if let Some(first) = listed[..i].iter().position(|n| n == id) {
+            errors.push(Problem::new(
+                item,
+                format!("extension {id:?} is already listed at extensions[{first}]"),
+            ));
+        } else if defined.extensions.contains(id) {
+            used.insert(("extension", id.as_str()));
+        } else {
+            let known = if defined.extensions.is_empty() {
+                "none".to_string()
+            } else {
+                defined.extensions.join(", ")
+            };
+            errors.push(Problem::new(
+                item,
+                format!("unknown extension {id:?} (defined: {known})"),
+            ));
+        }
+    }
     for (section, kind, ids) in [
         ("receivers", "receiver", &defined.receivers),
         ("processors", "processor", &defined.processors),
         ("exporters", "exporter", &defined.exporters),
+        ("extensions", "extension", &defined.extensions),
     ] {
         for id in ids {
             if !used.contains(&(kind, id.as_str())) {
                 warnings.push(Problem::new(
                     YamlPath::root().key(section).key(id),
-                    format!("{kind} {id:?} is defined but no pipeline uses it; it will not run"),
+                    if kind == "extension" {
+                        format!("extension {id:?} is defined but not listed in service.extensions; it will not run")
+                    } else {
+                        format!("{kind} {id:?} is defined but no pipeline uses it; it will not run")
+                    },
                 ));
             }
         }
     }
+    check_stores(config, &used, errors);
     check_addresses(config, &defined.receivers, &used, errors);
+}
+
+/// Every store a running component names is declared under `storage` (or is the implicit
+/// default).
+fn check_stores(config: &Config, used: &BTreeSet<(&str, &str)>, errors: &mut Vec<Problem>) {
+    let exporters = config
+        .exporters
+        .iter()
+        .filter(|(id, _)| used.contains(&("exporter", id.as_str())))
+        .map(|(id, c)| (YamlPath::root().key("exporters").key(id), c.stores()));
+    let extensions = config
+        .extensions
+        .iter()
+        .filter(|(id, _)| used.contains(&("extension", id.as_str())))
+        .map(|(id, c)| (YamlPath::root().key("extensions").key(id), c.stores()));
+    for (at, stores) in exporters.chain(extensions) {
+        for store in stores {
+            if config.storage.contains_key(store) || store == DEFAULT_STORE {
+                continue;
+            }
+            let declared = if config.storage.is_empty() {
+                "none".to_string()
+            } else {
+                config.storage.keys().cloned().collect::<Vec<_>>().join(", ")
+            };
+            errors.push(Problem::new(
+                at.key("store"),
+                format!("unknown store {store:?}; declare it under storage (declared: {declared})"),
+            ));
+        }
+    }
 }
 
 /// The same path twice on one address, listeners that cannot both bind, and the telemetry
 /// server colliding with a receiver.
 fn check_addresses(config: &Config, ids_in_order: &[String], used: &BTreeSet<(&str, &str)>, errors: &mut Vec<Problem>) {
-    // (address, path, receiver id) in receiver order.
-    let mut claimed: Vec<(SocketAddr, String, &str)> = Vec::new();
-    // In file order, so that the later of two claims is the one reported.
-    for id in ids_in_order {
-        let Some(receiver) = config.receivers.get(id) else {
-            continue;
-        };
-        if !used.contains(&("receiver", id.as_str())) {
-            continue;
-        }
-        let at = YamlPath::root().key("receivers").key(id);
-        // Paths already served, grouped by the receiver serving them: one message per pair.
-        let mut taken: Vec<(SocketAddr, &str, Vec<String>)> = Vec::new();
-        for (address, path) in receiver.routes() {
+    // Receivers in file order, so that the later of two claims is the one reported, then the
+    // extensions in start order.
+    let receivers = ids_in_order
+        .iter()
+        .filter(|id| used.contains(&("receiver", id.as_str())))
+        .filter_map(|id| Some(("receiver", "receivers", id, config.receivers.get(id)?.routes())));
+    let extensions = config
+        .service
+        .extensions
+        .iter()
+        .filter(|id| used.contains(&("extension", id.as_str())))
+        .filter_map(|id| Some(("extension", "extensions", id, config.extensions.get(id)?.routes())));
+    // (address, path, "kind id") in claim order.
+    let mut claimed: Vec<(SocketAddr, String, String)> = Vec::new();
+    for (kind, section, id, routes) in receivers.chain(extensions) {
+        let at = YamlPath::root().key(section).key(id);
+        let me = format!("{kind} {id:?}");
+        // Paths already served, grouped by the component serving them: one message per pair.
+        let mut taken: Vec<(SocketAddr, String, Vec<String>)> = Vec::new();
+        for (address, path) in routes {
             if let Some((_, _, other)) = claimed.iter().find(|(a, p, _)| *a == address && *p == path) {
                 match taken.iter_mut().find(|(a, o, _)| *a == address && o == other) {
                     Some((_, _, paths)) => paths.push(path),
-                    None => taken.push((address, other, vec![path])),
+                    None => taken.push((address, other.clone(), vec![path])),
                 }
             } else if let Some((a, _, other)) = claimed.iter().find(|(a, _, _)| overlaps(*a, address)) {
                 errors.push(Problem::new(
                     &at,
                     format!(
-                        "address {address} overlaps {a} used by receiver {other:?}; components that share a port must use the same address"
+                        "address {address} overlaps {a} used by {other}; components that share a port must use the same address"
                     ),
                 ));
             } else {
-                claimed.push((address, path, id.as_str()));
+                claimed.push((address, path, me.clone()));
             }
         }
         for (address, other, paths) in taken {
@@ -129,7 +198,7 @@ fn check_addresses(config: &Config, ids_in_order: &[String], used: &BTreeSet<(&s
             let paths = paths.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
             errors.push(Problem::new(
                 &at,
-                format!("{noun} {paths} on {address} {verb} already served by receiver {other:?}"),
+                format!("{noun} {paths} on {address} {verb} already served by {other}"),
             ));
         }
     }
@@ -140,7 +209,7 @@ fn check_addresses(config: &Config, ids_in_order: &[String], used: &BTreeSet<(&s
     {
         errors.push(Problem::new(
             "service.telemetry.metrics_address",
-            format!("{metrics} collides with {a} used by receiver {other:?}; the telemetry server needs an address of its own"),
+            format!("{metrics} collides with {a} used by {other}; the telemetry server needs an address of its own"),
         ));
     }
 }

@@ -23,12 +23,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use flamepipe_core::component::{ExporterConfig, ProcessorConfig, ReceiverConfig};
+use flamepipe_core::component::{ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig};
 use flamepipe_core::config::ConfigIssue;
 use yaml_serde::{Mapping, Value};
 
-use crate::query::QueryConfig;
 use crate::registry::{self, ProcessorParser, Registry};
+use flamepipe_core::store::StorageConfig;
 pub use service::{LogFormat, LogLevel, Pipeline, Service};
 
 /// A loaded, valid configuration: components by id, and the service section.
@@ -37,9 +37,12 @@ pub struct Config {
     pub receivers: BTreeMap<String, Box<dyn ReceiverConfig>>,
     pub processors: BTreeMap<String, ProcessorDef>,
     pub exporters: BTreeMap<String, Box<dyn ExporterConfig>>,
+    /// Components outside the pipelines (the query API, the compactor); those listed in
+    /// `service.extensions` run.
+    pub extensions: BTreeMap<String, Box<dyn ExtensionConfig>>,
+    /// Object stores by id, as components refer to them.
+    pub storage: BTreeMap<String, StorageConfig>,
     pub service: Service,
-    /// The query API, when the `query` section is present.
-    pub query: Option<QueryConfig>,
 }
 
 /// A processor section. Each pipeline gets its own instance of a processor (as in the
@@ -194,6 +197,7 @@ pub struct Defined {
     pub receivers: Vec<String>,
     pub processors: Vec<String>,
     pub exporters: Vec<String>,
+    pub extensions: Vec<String>,
 }
 
 struct Loader<'a> {
@@ -203,7 +207,7 @@ struct Loader<'a> {
     defined: Defined,
 }
 
-const SECTIONS: &str = "receivers, processors, exporters, service, query";
+const SECTIONS: &str = "receivers, processors, exporters, extensions, storage, service";
 
 impl Loader<'_> {
     fn load(&mut self, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
@@ -259,13 +263,19 @@ impl Loader<'_> {
                         .map(|c| config.exporters.insert(id.to_string(), c));
                     Some(())
                 }),
+                "extensions" => self.section(&path, value, "extension", |l, at, id, type_name, v| {
+                    let parse = l.registry.extension(type_name)?;
+                    l.component(at, v, parse)
+                        .map(|c| config.extensions.insert(id.to_string(), c));
+                    Some(())
+                }),
+                "storage" => self.storage(&path, value, &mut config.storage),
                 "service" => service = Some(self.service(&path, value)),
-                "query" => {
-                    config.query = match value {
-                        Value::Null => Some(QueryConfig::default()),
-                        _ => self.parse_part(&path, value),
-                    }
-                }
+                "query" => self.errors.push(Problem::new(
+                    path,
+                    "the query API is an extension now: move this section to extensions.query \
+                     and list query in service.extensions",
+                )),
                 _ => self.errors.push(Problem::new(
                     path,
                     format!("unknown section, expected one of {SECTIONS}"),
@@ -322,12 +332,14 @@ impl Loader<'_> {
             match kind {
                 "receiver" => self.defined.receivers.push(id.clone()),
                 "processor" => self.defined.processors.push(id.clone()),
+                "extension" => self.defined.extensions.push(id.clone()),
                 _ => self.defined.exporters.push(id.clone()),
             }
             if add(self, &at, &id, type_name, value).is_none() {
                 let known = match kind {
                     "receiver" => registry::names(&self.registry.receivers),
                     "processor" => registry::names(&self.registry.processors),
+                    "extension" => registry::names(&self.registry.extensions),
                     _ => registry::names(&self.registry.exporters),
                 };
                 self.errors.push(Problem::new(
@@ -368,6 +380,33 @@ impl Loader<'_> {
         }
     }
 
+    /// The `storage` section: store ids (any name) to their settings.
+    fn storage(&mut self, path: &YamlPath, value: &Value, storage: &mut BTreeMap<String, StorageConfig>) {
+        let map = match value {
+            Value::Mapping(m) => m,
+            Value::Null => return,
+            _ => {
+                self.errors
+                    .push(Problem::new(path, "expected a mapping of store ids to their settings"));
+                return;
+            }
+        };
+        for (key, value) in map {
+            let id = key_text(key);
+            let at = path.key(&id);
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_-/".contains(c)) {
+                self.errors.push(Problem::new(
+                    &at,
+                    format!("invalid store id {id:?}; use letters, digits, _, - and /"),
+                ));
+                continue;
+            }
+            if let Some(config) = self.parse_part::<StorageConfig>(&at, value) {
+                storage.insert(id, config);
+            }
+        }
+    }
+
     fn service(&mut self, path: &YamlPath, value: &Value) -> Service {
         let mut service = Service::default();
         let map = match value {
@@ -376,7 +415,7 @@ impl Loader<'_> {
             _ => {
                 self.errors.push(Problem::new(
                     path,
-                    "expected a mapping with pipelines, telemetry, queue_size and shutdown_timeout",
+                    "expected a mapping with extensions, pipelines, telemetry, queue_size and shutdown_timeout",
                 ));
                 return service;
             }
@@ -389,6 +428,11 @@ impl Loader<'_> {
                 "pipelines" => {
                     saw_pipelines = true;
                     self.pipelines(&at, value, &mut service);
+                }
+                "extensions" => {
+                    if let Some(service::Extensions(ids)) = self.parse_part(&at, value) {
+                        service.extensions = ids;
+                    }
                 }
                 "telemetry" => self.telemetry(&at, value, &mut service.telemetry),
                 "queue_size" => {
@@ -403,7 +447,7 @@ impl Loader<'_> {
                 }
                 _ => self.errors.push(Problem::new(
                     at,
-                    "unknown key, expected one of pipelines, telemetry, queue_size, shutdown_timeout",
+                    "unknown key, expected one of extensions, pipelines, telemetry, queue_size, shutdown_timeout",
                 )),
             }
         }

@@ -19,6 +19,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct Service {
+    /// The extensions to run, in start order.
+    pub extensions: Vec<String>,
     /// In file order, keyed `profiles` or `profiles/NAME`.
     pub pipelines: Vec<(String, Pipeline)>,
     pub telemetry: TelemetrySettings,
@@ -30,11 +32,23 @@ pub struct Service {
 impl Default for Service {
     fn default() -> Self {
         Service {
+            extensions: Vec::new(),
             pipelines: Vec::new(),
             telemetry: TelemetrySettings::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             queue_size: DEFAULT_QUEUE_SIZE,
         }
+    }
+}
+
+/// `service.extensions`: extension ids, in start order.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Extensions(pub Vec<String>);
+
+impl Validate for Extensions {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
     }
 }
 

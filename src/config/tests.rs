@@ -76,9 +76,17 @@ service:
   telemetry: { logs: { level: verbose, format: xml } }
   shutdown_timeout: 0s
   queue_size: 0
-  extensions: []
+  extensions: [test, nope, test]
+  tracing: {}
 compactor: {}
-query: { max_nodes: 0, store: \"ftp://host/x\" }
+query: { max_nodes: 0 }
+extensions:
+  test: { address: nowhere }
+  test/b: {}
+  bogus: {}
+storage:
+  cold: { url: \"ftp://host/x\" }
+  bad id: { url: memory:// }
 ";
     assert_eq!(
         errors(text),
@@ -92,15 +100,74 @@ query: { max_nodes: 0, store: \"ftp://host/x\" }
             "pipeline.yaml: service.telemetry.logs.level: invalid log level \"verbose\"; expected one of trace, debug, info, warn, error",
             "pipeline.yaml: service.shutdown_timeout: must be greater than 0s, got \"0s\"",
             "pipeline.yaml: service.queue_size: must be at least 1",
-            "pipeline.yaml: service.extensions: unknown key, expected one of pipelines, telemetry, queue_size, shutdown_timeout",
-            "pipeline.yaml: compactor: unknown section, expected one of receivers, processors, exporters, service, query",
-            "pipeline.yaml: query.store: unsupported store URL \"ftp://host/x\": expected file://PATH, a path, or memory://",
-            "pipeline.yaml: query.max_nodes: must be greater than 0",
+            "pipeline.yaml: service.tracing: unknown key, expected one of extensions, pipelines, telemetry, queue_size, shutdown_timeout",
+            "pipeline.yaml: compactor: unknown section, expected one of receivers, processors, exporters, extensions, storage, service",
+            "pipeline.yaml: query: the query API is an extension now: move this section to extensions.query and list query in service.extensions",
+            "pipeline.yaml: extensions.test.address: invalid socket address syntax",
+            "pipeline.yaml: extensions.bogus: unknown extension type \"bogus\" (known: test)",
+            "pipeline.yaml: storage.cold.url: unsupported store URL \"ftp://host/x\": expected file://PATH, a path, or memory://",
+            "pipeline.yaml: storage.bad id: invalid store id \"bad id\"; use letters, digits, _, - and /",
             "pipeline.yaml: service.pipelines.profiles/default.receivers[1]: unknown receiver \"test/c\" (defined: test, test/b, bogus)",
             "pipeline.yaml: service.pipelines.profiles/default.processors[1]: processor \"test\" is already listed at processors[0]",
             "pipeline.yaml: service.pipelines.profiles/default.exporters[1]: unknown exporter \"s3/cold\" (defined: test)",
             "pipeline.yaml: service.pipelines.profiles/empty.receivers: a pipeline needs at least one receiver",
             "pipeline.yaml: service.pipelines.profiles/empty.exporters: a pipeline needs at least one exporter",
+            "pipeline.yaml: service.extensions[1]: unknown extension \"nope\" (defined: test, test/b, bogus)",
+            "pipeline.yaml: service.extensions[2]: extension \"test\" is already listed at extensions[0]",
+        ]
+    );
+}
+
+#[test]
+fn components_name_declared_stores() {
+    let text = "
+receivers:
+  test: {}
+exporters:
+  test: {}
+extensions:
+  test: { store: cold }
+  test/b: { store: local }
+  test/c: { store: warm }
+storage:
+  warm: { url: memory://w }
+service:
+  extensions: [test, test/b, test/c]
+  pipelines:
+    profiles: { receivers: [test], exporters: [test] }
+";
+    assert_eq!(
+        errors(text),
+        ["pipeline.yaml: extensions.test.store: unknown store \"cold\"; declare it under storage (declared: warm)"]
+    );
+    let loaded = load(&text.replace("store: cold", "store: warm")).unwrap();
+    assert_eq!(loaded.config.storage["warm"].url, "memory://w");
+}
+
+#[test]
+fn extensions_share_servers_with_receivers_and_unlisted_ones_warn() {
+    let text = "
+receivers:
+  test: { address: '127.0.0.1:4040', paths: [/ingest] }
+exporters:
+  test: {}
+extensions:
+  test: { address: '127.0.0.1:4040', paths: [/render, /ingest] }
+  test/spare: {}
+service:
+  extensions: [test]
+  pipelines:
+    profiles: { receivers: [test], exporters: [test] }
+";
+    assert_eq!(
+        errors(text),
+        ["pipeline.yaml: extensions.test: route \"/ingest\" on 127.0.0.1:4040 is already served by receiver \"test\""]
+    );
+    let loaded = load(&text.replace("/render, /ingest", "/render")).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        [
+            "pipeline.yaml: extensions.test/spare: extension \"test/spare\" is defined but not listed in service.extensions; it will not run"
         ]
     );
 }
@@ -128,7 +195,9 @@ fn unused_components_are_warnings() {
 fn structural_problems() {
     assert_eq!(
         errors("[]"),
-        ["pipeline.yaml: expected a mapping with the sections receivers, processors, exporters, service, query"]
+        [
+            "pipeline.yaml: expected a mapping with the sections receivers, processors, exporters, extensions, storage, service"
+        ]
     );
     assert_eq!(
         errors(""),

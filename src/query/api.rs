@@ -55,7 +55,7 @@ type Shared = State<Arc<Api>>;
 /// Builds the query API's routes on `config.address`.
 pub fn mount(config: QueryConfig, ctx: &BuildContext) -> Result<HttpMount, BuildError> {
     let store = ctx.stores.open(&config.store).map_err(|e| BuildError {
-        component: "query".to_string(),
+        component: ctx.id.to_string(),
         message: e.to_string(),
     })?;
     let limits = EngineOptions {
@@ -77,33 +77,10 @@ pub fn mount(config: QueryConfig, ctx: &BuildContext) -> Result<HttpMount, Build
     });
     let mut router = Router::new();
     let mut paths = Vec::new();
-    let mut add = |path: String, route: axum::routing::MethodRouter<Arc<Api>>| {
-        router = std::mem::take(&mut router).route(&path, route);
+    for (path, route) in routes() {
+        router = router.route(&path, route);
         paths.push(path);
-    };
-    add(format!("{QUERIER}ProfileTypes"), post(profile_types));
-    add(format!("{QUERIER}LabelNames"), post(label_names));
-    add(format!("{QUERIER}LabelValues"), post(label_values));
-    add(format!("{QUERIER}Series"), post(series));
-    add(
-        format!("{QUERIER}SelectMergeStacktraces"),
-        post(select_merge_stacktraces),
-    );
-    add(format!("{QUERIER}SelectMergeProfile"), post(select_merge_profile));
-    add(format!("{QUERIER}SelectSeries"), post(select_series));
-    add(format!("{QUERIER}GetProfileStats"), post(profile_stats));
-    for method in ["SelectMergeSpanProfile", "SelectHeatmap", "Diff", "AnalyzeQuery"] {
-        add(format!("{QUERIER}{method}"), post(unimplemented));
     }
-    add(
-        format!("{STREAMER}SelectMergeStacktracesStream"),
-        post(stream_stacktraces),
-    );
-    add(format!("{STREAMER}SelectSeriesStream"), post(stream_series));
-    add("/pyroscope/render".to_string(), get(render));
-    add("/api/v1/pprof".to_string(), get(pprof_download));
-    add("/api/v1/stream/flamegraph".to_string(), get(ndjson_flamegraph));
-    add("/api/v1/stream/series".to_string(), get(ndjson_series));
     let router = router
         .layer(DefaultBodyLimit::max(config.max_request_bytes.as_usize()))
         .with_state(api);
@@ -112,6 +89,44 @@ pub fn mount(config: QueryConfig, ctx: &BuildContext) -> Result<HttpMount, Build
         paths,
         router,
     })
+}
+
+/// The query API's routes: Pyroscope's querier service (with `unimplemented` for its
+/// methods not served here), the streaming service, and the plain-HTTP endpoints.
+fn routes() -> Vec<(String, axum::routing::MethodRouter<Arc<Api>>)> {
+    let mut routes = vec![
+        (format!("{QUERIER}ProfileTypes"), post(profile_types)),
+        (format!("{QUERIER}LabelNames"), post(label_names)),
+        (format!("{QUERIER}LabelValues"), post(label_values)),
+        (format!("{QUERIER}Series"), post(series)),
+        (
+            format!("{QUERIER}SelectMergeStacktraces"),
+            post(select_merge_stacktraces),
+        ),
+        (format!("{QUERIER}SelectMergeProfile"), post(select_merge_profile)),
+        (format!("{QUERIER}SelectSeries"), post(select_series)),
+        (format!("{QUERIER}GetProfileStats"), post(profile_stats)),
+    ];
+    for method in ["SelectMergeSpanProfile", "SelectHeatmap", "Diff", "AnalyzeQuery"] {
+        routes.push((format!("{QUERIER}{method}"), post(unimplemented)));
+    }
+    routes.extend([
+        (
+            format!("{STREAMER}SelectMergeStacktracesStream"),
+            post(stream_stacktraces),
+        ),
+        (format!("{STREAMER}SelectSeriesStream"), post(stream_series)),
+        ("/pyroscope/render".to_string(), get(render)),
+        ("/api/v1/pprof".to_string(), get(pprof_download)),
+        ("/api/v1/stream/flamegraph".to_string(), get(ndjson_flamegraph)),
+        ("/api/v1/stream/series".to_string(), get(ndjson_series)),
+    ]);
+    routes
+}
+
+/// The paths the query API serves, for config validation.
+pub fn paths() -> Vec<String> {
+    routes().into_iter().map(|(path, _)| path).collect()
 }
 
 impl Api {
@@ -124,7 +139,7 @@ impl Api {
             ConnectError::new(
                 Code::ResourceExhausted,
                 format!(
-                    "too many queries running (query.max_concurrent_queries = {}); retry later",
+                    "too many queries running (max_concurrent_queries = {}); retry later",
                     self.config.max_concurrent_queries
                 ),
             )

@@ -16,21 +16,21 @@ mod params;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use flamepipe_core::component::{BuildContext, BuildError, ExtensionConfig, ServedParts};
 use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
 use flamepipe_core::query::UnreadableBlocks;
-use flamepipe_core::store::StoreLocation;
+use flamepipe_core::store::DEFAULT_STORE;
 use serde::{Deserialize, Serialize};
 
-pub use api::mount;
-
-/// The `query` section of pipeline.yaml.
+/// The `query` extension's section of pipeline.yaml.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// Where to serve the query API; default `127.0.0.1:4040`, shared with the Pyroscope
     /// receiver as Pyroscope does.
     pub address: SocketAddr,
-    /// The store to read blocks from: the blocks exporter's `store` URL. Default `file://./data`.
+    /// The store to read blocks from: an id from the `storage` section, the one the blocks
+    /// exporter writes to. Default `local`.
     pub store: String,
     /// Block reads in flight per query. Default `16`.
     pub max_concurrent_reads: usize,
@@ -53,7 +53,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, 4040)),
-            store: "file://./data".to_string(),
+            store: DEFAULT_STORE.to_string(),
             max_concurrent_reads: 16,
             max_concurrent_queries: 32,
             snapshot_interval: Duration::from_millis(250),
@@ -68,9 +68,6 @@ impl Default for QueryConfig {
 impl Validate for QueryConfig {
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        if let Err(e) = StoreLocation::parse(&self.store) {
-            issues.push(ConfigIssue::new("store", e.to_string()));
-        }
         for (name, value) in [
             ("max_concurrent_reads", self.max_concurrent_reads),
             ("max_concurrent_queries", self.max_concurrent_queries),
@@ -94,5 +91,22 @@ impl Validate for QueryConfig {
             issues.push(ConfigIssue::new("max_request_bytes", "must be greater than 0"));
         }
         issues
+    }
+}
+
+impl ExtensionConfig for QueryConfig {
+    fn routes(&self) -> Vec<(SocketAddr, String)> {
+        api::paths().into_iter().map(|path| (self.address, path)).collect()
+    }
+
+    fn stores(&self) -> Vec<&str> {
+        vec![&self.store]
+    }
+
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ServedParts, BuildError> {
+        Ok(ServedParts {
+            mounts: vec![api::mount(*self, ctx)?],
+            task: None,
+        })
     }
 }

@@ -2,7 +2,7 @@
 
 use flamepipe_core::component::{BuildContext, BuildError, Exporter, ExporterConfig};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
-use flamepipe_core::store::StoreLocation;
+use flamepipe_core::store::DEFAULT_STORE;
 use serde::Deserialize;
 
 use crate::writer::BlockWriter;
@@ -10,8 +10,7 @@ use crate::writer::BlockWriter;
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where blocks go: `file://PATH` (or a bare path) or `memory://NAME`.
-    /// Default `file://./data`.
+    /// The store blocks go to: an id from the `storage` section. Default `local`.
     pub store: String,
     /// Attempts after the first failed write of a block. Default 5.
     pub max_retries: u32,
@@ -24,7 +23,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            store: "file://./data".to_string(),
+            store: DEFAULT_STORE.to_string(),
             max_retries: 5,
             retry_backoff: Duration::from_millis(100),
             max_concurrent_writes: 4,
@@ -35,9 +34,6 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        if let Err(e) = StoreLocation::parse(&self.store) {
-            issues.push(ConfigIssue::new("store", e.to_string()));
-        }
         if self.max_concurrent_writes == 0 {
             issues.push(ConfigIssue::new("max_concurrent_writes", "must be at least 1"));
         }
@@ -46,6 +42,10 @@ impl Validate for Config {
 }
 
 impl ExporterConfig for Config {
+    fn stores(&self) -> Vec<&str> {
+        vec![&self.store]
+    }
+
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
         let store = ctx.stores.open(&self.store).map_err(|e| BuildError {
             component: ctx.id.to_string(),

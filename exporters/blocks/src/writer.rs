@@ -124,7 +124,7 @@ impl Exporter for BlockWriter {
 mod tests {
     use flamepipe_core::block::{BlockReader, list_blocks};
     use flamepipe_core::component::{Ack, ExporterConfig};
-    use flamepipe_core::store::StoreRegistry;
+    use flamepipe_core::store::{StorageConfig, StoreRegistry};
     use flamepipe_core::{Labels, Profile, ProfileType, Sample, SymbolsBuilder};
     use tokio_util::sync::CancellationToken;
 
@@ -150,7 +150,16 @@ mod tests {
 
     #[tokio::test]
     async fn writes_a_block_then_acknowledges() {
-        let stores = StoreRegistry::default();
+        let stores = StoreRegistry::new(
+            [(
+                "t".to_string(),
+                StorageConfig {
+                    url: "memory://t".into(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        );
         let ctx = BuildContext {
             id: "blocks".into(),
             telemetry: Arc::new(Telemetry::new()),
@@ -158,7 +167,7 @@ mod tests {
             shutdown: CancellationToken::new(),
         };
         let config = Config {
-            store: "memory://t".into(),
+            store: "t".into(),
             ..Config::default()
         };
         let exporter = Box::new(config).build(&ctx).unwrap();
@@ -170,7 +179,7 @@ mod tests {
         tx.send(batch).await.unwrap();
         assert_eq!(waiter.await.unwrap(), Ok(()));
 
-        let store = stores.open("memory://t").unwrap();
+        let store = stores.open("t").unwrap();
         let blocks = list_blocks(store.as_ref(), Some("tenant-a")).await.unwrap();
         assert_eq!(blocks.len(), 1);
         let reader = BlockReader::open(store, blocks[0].path.clone()).await.unwrap();

@@ -18,7 +18,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use flamepipe_core::component::{
-    AckMode, BuildContext, BuildError, HttpMount, PipelineSender, ReceiverConfig, ReceiverParts,
+    AckMode, BuildContext, BuildError, HttpMount, PipelineSender, ReceiverConfig, ServedParts,
 };
 use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
 use serde::{Deserialize, Serialize};
@@ -149,7 +149,7 @@ impl ReceiverConfig for Config {
         grpc.chain(http).collect()
     }
 
-    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ReceiverParts, BuildError> {
+    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ServedParts, BuildError> {
         let (grpc, http) = receiver::routers(&self, ctx, output);
         let mut mounts = Vec::new();
         if let Some(e) = &self.protocols.grpc {
@@ -166,6 +166,6 @@ impl ReceiverConfig for Config {
                 router: http,
             });
         }
-        Ok(ReceiverParts { mounts, task: None })
+        Ok(ServedParts { mounts, task: None })
     }
 }

@@ -15,7 +15,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 pub use flamepipe_core::component::AckMode;
-use flamepipe_core::component::{BuildContext, BuildError, HttpMount, PipelineSender, ReceiverConfig, ReceiverParts};
+use flamepipe_core::component::{BuildContext, BuildError, HttpMount, PipelineSender, ReceiverConfig, ServedParts};
 use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
 use serde::{Deserialize, Serialize};
 
@@ -90,9 +90,9 @@ impl ReceiverConfig for Config {
         receiver::paths().into_iter().map(|p| (self.address, p)).collect()
     }
 
-    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ReceiverParts, BuildError> {
+    fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ServedParts, BuildError> {
         let router = receiver::router(&self, ctx, output);
-        Ok(ReceiverParts {
+        Ok(ServedParts {
             mounts: vec![HttpMount {
                 address: self.address,
                 paths: receiver::paths(),
