@@ -27,7 +27,7 @@ fn the_shipped_config_validates() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "pipeline.yaml: valid (1 pipelines, 2 receivers, 2 processors, 1 exporters)\n"
+        "pipeline.yaml: valid (1 pipelines, 2 receivers, 2 processors, 1 exporters, 1 extensions, 1 stores)\n"
     );
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
@@ -88,7 +88,7 @@ fn bad_references_are_all_reported() {
         "bad-references.yaml",
         &[
             "receivers.kafka: unknown receiver type \"kafka\" (known: pyroscope, otlp)",
-            "compactor: unknown section, expected one of receivers, processors, exporters, service, query",
+            "compactor: unknown section, expected one of receivers, processors, exporters, extensions, storage, service",
             "service.pipelines.profiles/default.processors[0]: unknown processor \"segment\" (defined: none)",
             "service.pipelines.profiles/default.exporters[1]: unknown exporter \"s3/cold\" (defined: blocks, blocks/spare)",
             "service.pipelines.profiles/empty.exporters: a pipeline needs at least one exporter",
@@ -109,6 +109,7 @@ fn bad_values_are_all_reported() {
             "receivers.pyroscope.max_samples: invalid type: string \"many\", expected usize",
             "processors.segment.flush_interval: invalid duration \"x\" (expected number at 0); expected e.g. \"1s\", \"250ms\"",
             "exporters.blocks.colour: unknown field `colour`, expected one of `store`, `max_retries`, `retry_backoff`, `max_concurrent_writes`",
+            "storage.cold.url: unsupported store URL \"s4://bucket\": expected file://PATH, a path, or memory://",
             "service.telemetry.metrics_address: invalid address \"localhost\"; expected IP:PORT, e.g. \"127.0.0.1:8888\"",
             "service.telemetry.logs.level: invalid log level \"verbose\"; expected one of trace, debug, info, warn, error",
             "service.shutdown_timeout: must be greater than 0s, got \"0s\"",
