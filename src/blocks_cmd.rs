@@ -318,12 +318,12 @@ mod tests {
         assert_eq!(bad.len(), 2, "{out}");
         assert!(
             bad.iter()
-                .any(|l| l.starts_with(&format!("BAD blocks/anonymous/{cut}.block bad_magic: "))),
+                .any(|l| l.starts_with(&format!("BAD blocks/anonymous/L0/{cut}.block bad_magic: "))),
             "{out}"
         );
         assert!(
             bad.iter()
-                .any(|l| l.starts_with(&format!("BAD blocks/anonymous/{flipped}.block checksum: "))),
+                .any(|l| l.starts_with(&format!("BAD blocks/anonymous/L0/{flipped}.block checksum: "))),
             "{out}"
         );
         assert!(!out.contains(&good.to_string()), "{out}");
@@ -347,7 +347,7 @@ mod tests {
         let left = list_blocks(store.as_ref(), None).await.unwrap();
         assert_eq!(left.iter().map(|b| b.id).collect::<Vec<_>>(), vec![good]);
         for id in [cut, flipped] {
-            let moved = dir.path().join(format!("quarantine/blocks/anonymous/{id}.block"));
+            let moved = dir.path().join(format!("quarantine/blocks/anonymous/L0/{id}.block"));
             assert!(moved.is_file(), "{} missing", moved.display());
         }
     }

@@ -902,7 +902,7 @@ fn streams_report_plan_snapshots_result() {
             }
         });
     }
-    let blocks = std::fs::read_dir(fp.data.join("blocks/anonymous"))
+    let blocks = std::fs::read_dir(fp.data.join("blocks/anonymous/L0"))
         .expect("blocks dir")
         .count();
     assert!(blocks >= WAVES as usize, "{blocks} blocks");

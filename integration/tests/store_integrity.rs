@@ -342,7 +342,7 @@ fn profiles_that_fail_the_checks_are_refused_whole() {
     let refused =
         fp.metric("flamepipe_receiver_refused_requests_total{receiver=\"pyroscope\",reason=\"invalid_profile\"}");
     assert_eq!(refused, 1.0);
-    let stored = std::fs::read_dir(fp.data.join("blocks/anonymous")).map_or(0, |d| d.count());
+    let stored = std::fs::read_dir(fp.data.join("blocks/anonymous/L0")).map_or(0, |d| d.count());
     assert_eq!(stored, 0, "nothing of a refused request is stored");
 }
 
@@ -374,7 +374,7 @@ fn blocks_cli(args: &[&str], data: &Path) -> (i32, String, String) {
 }
 
 fn block_file(data: &Path, id: &str) -> PathBuf {
-    data.join(format!("blocks/anonymous/{id}.block"))
+    data.join(format!("blocks/anonymous/L0/{id}.block"))
 }
 
 /// Flips one byte in the middle of the first dataset's index section, found from the footer.
@@ -461,12 +461,12 @@ fn damaged_blocks_are_skipped_named_verified_and_quarantined() {
     assert_eq!(bad.len(), 2, "{out}");
     assert!(
         bad.iter()
-            .any(|l| l.starts_with(&format!("BAD blocks/anonymous/{cut}.block bad_magic: "))),
+            .any(|l| l.starts_with(&format!("BAD blocks/anonymous/L0/{cut}.block bad_magic: "))),
         "{out}"
     );
     assert!(
         bad.iter()
-            .any(|l| l.starts_with(&format!("BAD blocks/anonymous/{flipped}.block checksum: "))),
+            .any(|l| l.starts_with(&format!("BAD blocks/anonymous/L0/{flipped}.block checksum: "))),
         "{out}"
     );
     assert!(err.contains("verified 4 blocks") && err.contains("2 damaged"), "{err}");
@@ -479,7 +479,7 @@ fn damaged_blocks_are_skipped_named_verified_and_quarantined() {
     for id in [&cut, &flipped] {
         assert!(
             fp.data
-                .join(format!("quarantine/blocks/anonymous/{id}.block"))
+                .join(format!("quarantine/blocks/anonymous/L0/{id}.block"))
                 .is_file()
         );
     }

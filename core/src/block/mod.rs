@@ -8,6 +8,9 @@
 mod builder;
 mod codec;
 pub mod format;
+#[cfg(test)]
+mod golden;
+pub mod manifest;
 pub mod paths;
 mod reader;
 #[cfg(test)]
@@ -15,7 +18,8 @@ mod tests;
 mod verify;
 
 pub use builder::{BlockBuilder, EncodedBlock};
-pub use paths::{BlockRef, block_path, list_blocks, quarantine_path};
+pub use manifest::{Manifest, ManifestError, live_blocks};
+pub use paths::{BlockKey, BlockRef, block_path, level_path, list_blocks, parse_block_path, quarantine_path};
 pub use reader::{BlockReader, DatasetIndex, RawSection, SectionKind, decode_block};
 pub use verify::{Verified, verify_block};
 
