@@ -65,10 +65,11 @@ pub struct Topology {
 
 /// Builds every component that a pipeline uses and binds every listener.
 pub async fn build(mut config: Config) -> Result<Topology, RunError> {
+    let telemetry = Arc::new(Telemetry::new());
     let ctx = BuildContext {
         id: Arc::from(""),
-        telemetry: Arc::new(Telemetry::new()),
-        stores: StoreRegistry::new(std::mem::take(&mut config.storage)),
+        stores: StoreRegistry::new(std::mem::take(&mut config.storage)).with_telemetry(Arc::clone(&telemetry)),
+        telemetry,
         shutdown: CancellationToken::new(),
     };
     let pipelines = std::mem::take(&mut config.service.pipelines);

@@ -14,9 +14,12 @@
 //! - [`formats`]: the profile formats any receiver can decode (pprof, folded, speedscope), and
 //!   telling them apart by content.
 //! - [`query`]: selectors and the query engine over stored blocks (plan, parallel reads, merge).
-//! - [`block`]: the immutable block format (builder, reader, object keys).
+//! - [`block`]: the immutable block format (builder, reader, object keys) and the tenant
+//!   manifest that says which blocks are live.
 //! - [`body`]: gzip sniffing and bounded inflation of request bodies.
-//! - [`store`]: object stores by URL, opened once per process.
+//! - [`store`]: object stores declared by id, opened once per process, with retries,
+//!   timeouts and metrics around every request; a faulty store for tests.
+//! - [`clock`]: wall-clock time that tests can set (leases, grace periods).
 //! - [`component`]: batches, acknowledgements, the build context and component errors.
 //! - [`intake`]: the receiving steps every receiver shares (admit, read, decode, deliver) and
 //!   the one table from a kind of failure to its HTTP, gRPC and Connect codes.
@@ -28,6 +31,7 @@
 
 pub mod block;
 pub mod body;
+pub mod clock;
 pub mod component;
 pub mod config;
 pub mod formats;

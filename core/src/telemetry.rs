@@ -37,6 +37,15 @@ pub struct Telemetry {
     dedup_profiles: Family<LabelPairs, Counter>,
     dedup_forgotten: Family<LabelPairs, Counter>,
     dedup_window: Family<LabelPairs, Gauge>,
+    store_requests: Family<LabelPairs, Counter>,
+    store_retries: Family<LabelPairs, Counter>,
+    store_bytes: Family<LabelPairs, Counter>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
 }
 
 impl Default for Telemetry {
@@ -65,6 +74,24 @@ impl Telemetry {
         let dedup_profiles = Family::<LabelPairs, Counter>::default();
         let dedup_forgotten = Family::<LabelPairs, Counter>::default();
         let dedup_window = Family::<LabelPairs, Gauge>::default();
+        let store_requests = Family::<LabelPairs, Counter>::default();
+        let store_retries = Family::<LabelPairs, Counter>::default();
+        let store_bytes = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "store_requests",
+            "Object store requests by store, operation (get, head, put, list, delete, copy) and outcome (ok, not_found, already_exists, precondition, timeout, error); retries count as requests",
+            store_requests.clone(),
+        );
+        registry.register(
+            "store_retries",
+            "Object store requests retried after a transient failure, by store and operation",
+            store_retries.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Bytes read from and written to object stores, by store and direction (read, written)",
+            store_bytes.clone(),
+        );
         registry.register(
             "receiver_accepted_profiles",
             "Profiles accepted by a receiver (one per sample type)",
@@ -157,7 +184,38 @@ impl Telemetry {
             dedup_profiles,
             dedup_forgotten,
             dedup_window,
+            store_requests,
+            store_retries,
+            store_bytes,
         }
+    }
+
+    pub fn store_request(&self, store: &str, operation: &str, outcome: &str) {
+        self.store_requests
+            .get_or_create(&vec![
+                ("store".to_string(), store.to_string()),
+                ("operation".to_string(), operation.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn store_retry(&self, store: &str, operation: &str) {
+        self.store_retries
+            .get_or_create(&vec![
+                ("store".to_string(), store.to_string()),
+                ("operation".to_string(), operation.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn store_bytes(&self, store: &str, direction: &str, bytes: u64) {
+        self.store_bytes
+            .get_or_create(&vec![
+                ("store".to_string(), store.to_string()),
+                ("direction".to_string(), direction.to_string()),
+            ])
+            .inc_by(bytes);
     }
 
     pub fn dedup_profiles(&self, processor: &str, outcome: &str, n: u64) {

@@ -57,6 +57,8 @@ fn retries_are_stored_once_and_colliding_uploads_all_kept() {
         fp.metric("flamepipe_processor_dedup_profiles_total{processor=\"dedup\",outcome=\"duplicate\"}"),
         8.0
     );
+    // The store layers count the block writes.
+    assert!(fp.metric("flamepipe_store_requests_total{store=\"local\",operation=\"put\",outcome=\"ok\"}") >= 1.0);
 
     // Five different uploads with identical metadata: all kept, at distinct timestamps.
     for i in 1..=5 {

@@ -190,7 +190,8 @@ async fn read_version(store: &dyn ObjectStore, path: &Path) -> Result<Manifest> 
 }
 
 /// Writes `manifest` as its version of `tenant`'s manifest, only if that version does not
-/// exist yet.
+/// exist yet. A version that exists with this very content was written by an earlier attempt
+/// of this call (its answer was lost, the store layer retried): that is success.
 pub async fn write_version(store: &dyn ObjectStore, tenant: &str, manifest: &Manifest) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
     let options = PutOptions {
@@ -206,10 +207,16 @@ pub async fn write_version(store: &dyn ObjectStore, tenant: &str, manifest: &Man
         .await
     {
         Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. }) => Err(ManifestError::Conflict {
-            tenant: tenant.to_string(),
-            version: manifest.version,
-        }),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let path = manifest_path(tenant, manifest.version);
+            match read_version(store, &path).await {
+                Ok(existing) if existing == *manifest => Ok(()),
+                _ => Err(ManifestError::Conflict {
+                    tenant: tenant.to_string(),
+                    version: manifest.version,
+                }),
+            }
+        }
         Err(source) => Err(store_error(tenant)(source)),
     }
 }

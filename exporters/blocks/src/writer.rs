@@ -151,14 +151,9 @@ mod tests {
     #[tokio::test]
     async fn writes_a_block_then_acknowledges() {
         let stores = StoreRegistry::new(
-            [(
-                "t".to_string(),
-                StorageConfig {
-                    url: "memory://t".into(),
-                },
-            )]
-            .into_iter()
-            .collect(),
+            [("t".to_string(), StorageConfig::url("memory://t"))]
+                .into_iter()
+                .collect(),
         );
         let ctx = BuildContext {
             id: "blocks".into(),

@@ -6,6 +6,13 @@
 //! `memory://`). Without a declaration, the id `local` means `file://./data`, so a config
 //! that names no store keeps working. The command line (`flamepipe blocks --store URL`)
 //! opens stores by URL ([`StoreRegistry::open_url`]).
+//!
+//! Every store a component opens is wrapped in [`layers`]: a timeout per attempt and retries
+//! for transient failures, then metrics by store id. [`faulty`] is a store that fails on
+//! purpose, for tests.
+
+pub mod faulty;
+pub mod layers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,7 +23,9 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use serde::Deserialize;
 
-use crate::config::{ConfigIssue, Validate};
+use crate::config::{ConfigIssue, Duration, Validate};
+use crate::telemetry::Telemetry;
+use layers::{Instrumented, Resilient, RetryPolicy};
 
 /// The store id components use when their config names none.
 pub const DEFAULT_STORE: &str = "local";
@@ -59,14 +68,58 @@ impl StoreLocation {
 pub struct StorageConfig {
     /// `file://PATH` (or a bare path) or `memory://NAME`.
     pub url: String,
+    /// Per request attempt. Default `30s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Attempts after a transient failure. Default `3`.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Wait before the first retry; doubles each time. Default `100ms`.
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration(RetryPolicy::default().timeout)
+}
+
+fn default_max_retries() -> u32 {
+    RetryPolicy::default().max_retries
+}
+
+fn default_retry_backoff() -> Duration {
+    Duration(RetryPolicy::default().backoff)
+}
+
+impl StorageConfig {
+    pub fn url(url: &str) -> Self {
+        StorageConfig {
+            url: url.to_string(),
+            timeout: default_timeout(),
+            max_retries: default_max_retries(),
+            retry_backoff: default_retry_backoff(),
+        }
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            timeout: self.timeout.0,
+            max_retries: self.max_retries,
+            backoff: self.retry_backoff.0,
+        }
+    }
 }
 
 impl Validate for StorageConfig {
     fn validate(&self) -> Vec<ConfigIssue> {
-        match StoreLocation::parse(&self.url) {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![ConfigIssue::new("url", e.to_string())],
+        let mut issues = Vec::new();
+        if let Err(e) = StoreLocation::parse(&self.url) {
+            issues.push(ConfigIssue::new("url", e.to_string()));
         }
+        if self.timeout.is_zero() {
+            issues.push(ConfigIssue::new("timeout", "must be greater than 0s, got \"0s\""));
+        }
+        issues
     }
 }
 
@@ -74,15 +127,25 @@ impl Validate for StorageConfig {
 #[derive(Clone, Default)]
 pub struct StoreRegistry {
     declared: Arc<BTreeMap<String, StorageConfig>>,
+    /// The stores as opened, by where they point.
     open: Arc<Mutex<HashMap<StoreLocation, Arc<dyn ObjectStore>>>>,
+    /// The same with their layers, by id.
+    layered: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl StoreRegistry {
     pub fn new(declared: BTreeMap<String, StorageConfig>) -> Self {
         StoreRegistry {
             declared: Arc::new(declared),
-            open: Arc::default(),
+            ..StoreRegistry::default()
         }
+    }
+
+    /// Counts every request of the stores it opens by id into `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Whether `id` names a store: declared, or the implicit [`DEFAULT_STORE`].
@@ -99,10 +162,25 @@ impl StoreRegistry {
         }
     }
 
-    /// Opens store `id` (once per process; later calls share it).
+    /// Opens store `id` with its layers (once per process; later calls share it).
     pub fn open(&self, id: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        let url = self.url(id)?.to_string();
-        self.open_url(&url)
+        let mut layered = self.layered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = layered.get(id) {
+            return Ok(Arc::clone(store));
+        }
+        let config = match self.declared.get(id) {
+            Some(config) => config.clone(),
+            None if id == DEFAULT_STORE => StorageConfig::url(DEFAULT_STORE_URL),
+            None => return Err(StoreError::Unknown(id.to_string())),
+        };
+        let raw = self.open_raw(&config.url)?;
+        let mut store: Arc<dyn ObjectStore> =
+            Arc::new(Resilient::new(raw, config.policy(), id, self.telemetry.clone()));
+        if let Some(telemetry) = &self.telemetry {
+            store = Arc::new(Instrumented::new(store, id, Arc::clone(telemetry)));
+        }
+        layered.insert(id.to_string(), Arc::clone(&store));
+        Ok(store)
     }
 
     /// Makes store `id` be `store`: for tests that build components with their default
@@ -116,8 +194,14 @@ impl StoreRegistry {
         Ok(())
     }
 
-    /// Opens a store by URL, as the command line names them.
+    /// Opens a store by URL, as the command line names them, with retries and timeouts.
     pub fn open_url(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let raw = self.open_raw(url)?;
+        Ok(Arc::new(Resilient::new(raw, RetryPolicy::default(), url, None)))
+    }
+
+    /// The store at `url` as opened, without layers (once per process).
+    fn open_raw(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         let location = StoreLocation::parse(url)?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = open.get(&location) {
@@ -164,26 +248,20 @@ mod tests {
         assert!(StoreLocation::parse("s4://bucket").is_err());
     }
 
-    #[test]
-    fn stores_are_shared_per_id_and_url() {
+    #[tokio::test]
+    async fn stores_are_shared_per_id_and_url() {
+        use object_store::ObjectStoreExt;
         let r = StoreRegistry::new(BTreeMap::from([
-            (
-                "a".to_string(),
-                StorageConfig {
-                    url: "memory://x".into(),
-                },
-            ),
-            (
-                "b".to_string(),
-                StorageConfig {
-                    url: "memory://x".into(),
-                },
-            ),
+            ("a".to_string(), StorageConfig::url("memory://x")),
+            ("b".to_string(), StorageConfig::url("memory://x")),
         ]));
         let a = r.open("a").unwrap();
         assert!(Arc::ptr_eq(&a, &r.open("a").unwrap()));
-        assert!(Arc::ptr_eq(&a, &r.open("b").unwrap()));
-        assert!(Arc::ptr_eq(&a, &r.open_url("memory://x").unwrap()));
+        // One store behind both ids and the URL.
+        let path = object_store::path::Path::from("x");
+        a.put(&path, "data".into()).await.unwrap();
+        assert!(r.open("b").unwrap().head(&path).await.is_ok());
+        assert!(r.open_url("memory://x").unwrap().head(&path).await.is_ok());
         assert!(matches!(r.open("c"), Err(StoreError::Unknown(_))));
         assert_eq!(r.url(DEFAULT_STORE).unwrap(), DEFAULT_STORE_URL);
     }
