@@ -18,7 +18,6 @@ mod blocks_cmd;
 mod cli;
 mod config;
 mod logging;
-mod query;
 mod registry;
 mod server;
 mod topology;

@@ -13,7 +13,7 @@
 //! - [`labels`]: series labels and the `app{k=v}` selector-like syntax senders use.
 //! - [`formats`]: the profile formats any receiver can decode (pprof, folded, speedscope), and
 //!   telling them apart by content.
-//! - [`query`]: selectors and the query engine over stored blocks (plan, parallel reads, merge).
+//! - [`selector`]: Pyroscope's `<profile type>{label matchers}` selector syntax, parsed and matched.
 //! - [`block`]: the immutable block format (builder, reader, object keys) and the tenant
 //!   manifest that says which blocks are live.
 //! - [`body`]: gzip sniffing and bounded inflation of request bodies.
@@ -39,7 +39,7 @@ pub mod intake;
 pub mod labels;
 pub mod model;
 pub mod profile_type;
-pub mod query;
+pub mod selector;
 pub mod split;
 pub mod store;
 pub mod symbols;

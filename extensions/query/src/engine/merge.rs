@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
+use flamepipe_core::formats::pprof::proto;
+use flamepipe_core::labels::Labels;
+use flamepipe_core::profile_type::ProfileType;
+use flamepipe_core::symbols::{Symbols, SymbolsBuilder};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-use super::engine::{Accumulator, Selected, StackSums};
+use super::run::{Accumulator, Selected, StackSums};
 use super::tree::{CallTree, FlameGraph, NameTable};
-use crate::formats::pprof::proto;
-use crate::labels::Labels;
-use crate::profile_type::ProfileType;
-use crate::symbols::{Symbols, SymbolsBuilder};
 
 /// `SelectMergeStacktraces`: stacks merged by function name into a flame graph.
 ///

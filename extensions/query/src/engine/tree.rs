@@ -8,10 +8,9 @@
 
 use std::hash::BuildHasher;
 
+use flamepipe_core::symbols::{FrameName, Symbols};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
-
-use crate::symbols::{FrameName, Symbols};
 
 /// A flame graph in Pyroscope's `querier.v1.FlameGraph` layout.
 ///

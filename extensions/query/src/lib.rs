@@ -1,16 +1,25 @@
-//! The query API: Pyroscope's `querier.v1.QuerierService` over Connect, its
-//! `/pyroscope/render` flamebearer endpoint, pprof downloads, and flamepipe's streaming
-//! queries (Connect server streaming and NDJSON). See docs/query-api.md.
+//! The `query` extension: flamepipe's read side, a component outside the pipelines that
+//! serves queries over the blocks a store holds. It speaks Pyroscope's
+//! `querier.v1.QuerierService` over Connect, its `/pyroscope/render` flamebearer endpoint,
+//! pprof downloads, and flamepipe's streaming queries (Connect server streaming and NDJSON).
+//! See docs/query-api.md.
 //!
+//! # Layout
+//!
+//! - this file: the extension's config section ([`QueryConfig`]), its checks, and `build`.
+//! - [`engine`]: plans a query from block footers, reads datasets in parallel and merges
+//!   them (flame graphs, pprof, series, labels), streaming plan / snapshot / result events.
+//! - `api`: the routes mounted on the `query` address and their handlers (Connect unary
+//!   methods, streams, plain-HTTP endpoints, and the encoders of their answers).
 //! - [`messages`]: the prost + serde message types.
-//! - [`connect`]: the Connect protocol (unary, envelopes, errors).
-//! - [`params`]: turning requests into engine queries, with their validation.
-//! - [`api`]: the handlers and the router mounted on the `query` address.
+//! - `connect`: the Connect protocol (unary, envelopes, errors).
+//! - `params`: turning requests into engine queries, with their validation.
 //!
-//! The engine itself (planning, parallel reads, merging) is `flamepipe_core::query`.
+//! Selectors (`<profile type>{label matchers}`) are parsed by [`flamepipe_core::selector`].
 
 mod api;
 mod connect;
+pub mod engine;
 pub mod messages;
 mod params;
 
@@ -18,9 +27,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use flamepipe_core::component::{BuildContext, BuildError, ExtensionConfig, ServedParts};
 use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
-use flamepipe_core::query::UnreadableBlocks;
 use flamepipe_core::store::DEFAULT_STORE;
 use serde::{Deserialize, Serialize};
+
+use crate::engine::UnreadableBlocks;
 
 /// The `query` extension's section of pipeline.yaml.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -25,20 +25,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flamepipe_core::block::format::{BlockMeta, Dataset, SampleColumns};
+use flamepipe_core::block::{BlockError, BlockReader, BlockRef, DatasetIndex, SectionKind, list_blocks};
+use flamepipe_core::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
+use flamepipe_core::profile_type::ProfileType;
+use flamepipe_core::selector::Selector;
+use flamepipe_core::symbols::Symbols;
+use flamepipe_core::telemetry::Telemetry;
 use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-use super::Selector;
-use crate::block::format::{BlockMeta, Dataset, SampleColumns};
-use crate::block::{BlockError, BlockReader, BlockRef, DatasetIndex, SectionKind, list_blocks};
-use crate::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
-use crate::profile_type::ProfileType;
-use crate::symbols::Symbols;
-use crate::telemetry::Telemetry;
 
 /// What to read: a tenant's series matching any of `selectors` (all series when empty) with
 /// profiles timestamped in `start_ns..=end_ns`.
@@ -516,7 +515,7 @@ impl QueryEngine {
                 if !query.may_match(ds) {
                     continue;
                 }
-                let len = |s: &Option<crate::block::format::SectionRef>| s.map_or(0, |s| s.length);
+                let len = |s: &Option<flamepipe_core::block::format::SectionRef>| s.map_or(0, |s| s.length);
                 let bytes = len(&ds.index)
                     + if needs_samples {
                         len(&ds.symbols) + len(&ds.samples)

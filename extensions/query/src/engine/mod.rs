@@ -1,22 +1,20 @@
-//! The read side: selectors, the query engine over stored blocks, and the results it merges.
+//! The query engine over stored blocks, and the results it merges.
 //!
-//! - [`selector`]: Pyroscope's `<profile type>{label matchers}` syntax.
-//! - [`engine`]: plans a query from block footers, reads datasets in parallel, merges parts,
+//! - [`run`]: plans a query from block footers, reads datasets in parallel, merges parts,
 //!   and streams plan / snapshot / result events.
 //! - [`merge`]: what each query method accumulates (flame graph, pprof, series, labels).
 //! - [`tree`]: the merged call tree and its flame graph rendering with `max_nodes` pruning.
 //!
-//! The HTTP and Connect APIs on top of this live in the binary (`src/query/`).
+//! Queries select series with [`flamepipe_core::selector`]; the HTTP and Connect APIs on top
+//! of the engine are this crate's `api` module.
 
-pub mod engine;
 pub mod merge;
-mod selector;
+pub mod run;
 #[cfg(test)]
 mod tests;
 pub mod tree;
 
-pub use engine::{
+pub use run::{
     Diagnostics, EngineOptions, Event, Plan, Progress, Query, QueryEngine, QueryError, SkippedBlock, UnreadableBlocks,
 };
-pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use tree::{FlameGraph, FlameTree};

@@ -8,6 +8,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use flamepipe_core::block::{BlockBuilder, block_path};
+use flamepipe_core::formats::pprof::{self, ConvertOptions, Limits, proto};
+use flamepipe_core::labels::{Labels, PROFILE_TYPE, SERVICE_NAME};
+use flamepipe_core::model::Profile;
+use flamepipe_core::profile_type::ProfileType;
+use flamepipe_core::selector::Selector;
+use flamepipe_core::telemetry::Telemetry;
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use prost::Message;
@@ -17,12 +24,6 @@ use ulid::Ulid;
 
 use super::merge::{Aggregation, FlameGraphMerge, ProfileMerge, Series, SeriesLabels, SeriesMerge, SeriesSpec};
 use super::*;
-use crate::block::{BlockBuilder, block_path};
-use crate::formats::pprof::{self, ConvertOptions, Limits, proto};
-use crate::labels::{Labels, PROFILE_TYPE, SERVICE_NAME};
-use crate::model::Profile;
-use crate::profile_type::ProfileType;
-use crate::telemetry::Telemetry;
 
 /// The timestamp of the first fixture; fixture `i` is stamped `BASE_NS + i * SPACING_NS`.
 const BASE_NS: i64 = 1_700_000_000_000_000_000;
@@ -34,7 +35,7 @@ const BLOCKS: usize = 4;
 const TENANT: &str = "acme";
 
 fn fixtures() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration/testdata/fixtures/pprof");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../integration/testdata/fixtures/pprof");
     let mut files: Vec<_> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())
@@ -57,7 +58,7 @@ fn convert(path: &PathBuf, series: &Labels, timestamp_ns: i64) -> Vec<Profile> {
     // again, which changes nothing), so stored profiles compare with these one to one.
     let decoded =
         pprof::decode_profiles(&bytes, &Limits::default(), &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    crate::split::split_by_sample_labels(decoded)
+    flamepipe_core::split::split_by_sample_labels(decoded)
 }
 
 /// Every fixture, spread over [`BLOCKS`] blocks and three services (so that each service has

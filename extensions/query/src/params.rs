@@ -2,10 +2,11 @@
 //! `invalid_argument` / 400 naming the problem.
 
 use flamepipe_core::ProfileType;
-use flamepipe_core::query::{Query, Selector};
+use flamepipe_core::selector::Selector;
 use flamepipe_core::time::{now_ns, parse_time};
 
-use super::connect::ConnectError;
+use crate::connect::ConnectError;
+use crate::engine::Query;
 
 const NS_PER_MS: i64 = 1_000_000;
 const HOUR_NS: i64 = 3_600 * 1_000_000_000;
