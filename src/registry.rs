@@ -39,7 +39,10 @@ pub fn registry() -> Registry {
             ("blocks", exporter::<flamepipe_exporter_blocks::Config>),
             ("otlp", exporter::<flamepipe_exporter_otlp::Config>),
         ],
-        extensions: vec![("query", extension::<flamepipe_extension_query::QueryConfig>)],
+        extensions: vec![
+            ("query", extension::<flamepipe_extension_query::QueryConfig>),
+            ("compactor", extension::<flamepipe_extension_compactor::Config>),
+        ],
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`symbols`]: interned strings, functions, locations, mappings, stacks and sample label sets.
 //! - [`profile_type`]: Pyroscope-style profile type ids (`process_cpu:cpu:nanoseconds:cpu:nanoseconds`).
 //! - [`labels`]: series labels and the `app{k=v}` selector-like syntax senders use.
+//! - [`fingerprint`]: what makes two profiles the same (series, and content blind to symbol
+//!   ids and sample order), for the dedup processor and compaction.
 //! - [`formats`]: the profile formats any receiver can decode (pprof, folded, speedscope), and
 //!   telling them apart by content.
 //! - [`selector`]: Pyroscope's `<profile type>{label matchers}` selector syntax, parsed and matched.
@@ -34,6 +36,7 @@ pub mod body;
 pub mod clock;
 pub mod component;
 pub mod config;
+pub mod fingerprint;
 pub mod formats;
 pub mod intake;
 pub mod labels;

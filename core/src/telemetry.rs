@@ -40,6 +40,14 @@ pub struct Telemetry {
     store_requests: Family<LabelPairs, Counter>,
     store_retries: Family<LabelPairs, Counter>,
     store_bytes: Family<LabelPairs, Counter>,
+    compactor_jobs: Family<LabelPairs, Counter>,
+    compactor_blocks: Family<LabelPairs, Counter>,
+    compactor_bytes: Family<LabelPairs, Counter>,
+    compactor_copies: Family<LabelPairs, Counter>,
+    compactor_job_seconds: Family<LabelPairs, Histogram>,
+    compactor_first_compaction_seconds: Family<LabelPairs, Histogram>,
+    compactor_deleted: Family<LabelPairs, Counter>,
+    compactor_live_blocks: Family<LabelPairs, Gauge>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -77,6 +85,59 @@ impl Telemetry {
         let store_requests = Family::<LabelPairs, Counter>::default();
         let store_retries = Family::<LabelPairs, Counter>::default();
         let store_bytes = Family::<LabelPairs, Counter>::default();
+        let seconds = || {
+            Family::<LabelPairs, Histogram>::new_with_constructor(
+                (|| Histogram::new(exponential_buckets(0.01, 2.0, 20))) as fn() -> Histogram,
+            )
+        };
+        let compactor_jobs = Family::<LabelPairs, Counter>::default();
+        let compactor_blocks = Family::<LabelPairs, Counter>::default();
+        let compactor_bytes = Family::<LabelPairs, Counter>::default();
+        let compactor_copies = Family::<LabelPairs, Counter>::default();
+        let compactor_job_seconds = seconds();
+        let compactor_first_compaction_seconds = seconds();
+        let compactor_deleted = Family::<LabelPairs, Counter>::default();
+        let compactor_live_blocks = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "compactor_jobs",
+            "Compaction jobs by outcome: committed, fenced (another compactor took the job or its inputs, or the lease ran out), failed",
+            compactor_jobs.clone(),
+        );
+        registry.register(
+            "compactor_blocks",
+            "Blocks merged by committed jobs (direction input) and written by them (output)",
+            compactor_blocks.clone(),
+        );
+        registry.register(
+            "compactor_bytes",
+            "Bytes of the blocks merged (input) and written (output) by committed jobs",
+            compactor_bytes.clone(),
+        );
+        registry.register(
+            "compactor_copies",
+            "Profiles dropped by compaction as exact copies of another (same series, time and content)",
+            compactor_copies.clone(),
+        );
+        registry.register(
+            "compactor_job_seconds",
+            "Time from a job's claim to its commit",
+            compactor_job_seconds.clone(),
+        );
+        registry.register(
+            "compactor_first_compaction_seconds",
+            "Time from a segment's write to the commit of the job that first compacted it",
+            compactor_first_compaction_seconds.clone(),
+        );
+        registry.register(
+            "compactor_deleted_blocks",
+            "Block objects deleted, by why: compacted (retired inputs past the grace period), retention, orphan (outputs no manifest lists)",
+            compactor_deleted.clone(),
+        );
+        registry.register(
+            "compactor_live_blocks",
+            "Live blocks of the store by level, after the compactor's last round",
+            compactor_live_blocks.clone(),
+        );
         registry.register(
             "store_requests",
             "Object store requests by store, operation (get, head, put, list, delete, copy) and outcome (ok, not_found, already_exists, precondition, timeout, error); retries count as requests",
@@ -187,7 +248,64 @@ impl Telemetry {
             store_requests,
             store_retries,
             store_bytes,
+            compactor_jobs,
+            compactor_blocks,
+            compactor_bytes,
+            compactor_copies,
+            compactor_job_seconds,
+            compactor_first_compaction_seconds,
+            compactor_deleted,
+            compactor_live_blocks,
         }
+    }
+
+    pub fn compactor_job(&self, compactor: &str, outcome: &str) {
+        let mut labels = component("compactor", compactor);
+        labels.push(("outcome".to_string(), outcome.to_string()));
+        self.compactor_jobs.get_or_create(&labels).inc();
+    }
+
+    /// A committed job: blocks and bytes in and out, copies dropped, and how long it took.
+    pub fn compactor_committed(
+        &self,
+        compactor: &str,
+        blocks: (u64, u64),
+        bytes: (u64, u64),
+        copies: u64,
+        seconds: f64,
+    ) {
+        for (direction, n, b) in [("input", blocks.0, bytes.0), ("output", blocks.1, bytes.1)] {
+            let mut labels = component("compactor", compactor);
+            labels.push(("direction".to_string(), direction.to_string()));
+            self.compactor_blocks.get_or_create(&labels).inc_by(n);
+            self.compactor_bytes.get_or_create(&labels).inc_by(b);
+        }
+        self.compactor_copies
+            .get_or_create(&component("compactor", compactor))
+            .inc_by(copies);
+        self.compactor_job_seconds
+            .get_or_create(&component("compactor", compactor))
+            .observe(seconds);
+    }
+
+    pub fn compactor_first_compaction(&self, compactor: &str, seconds: f64) {
+        self.compactor_first_compaction_seconds
+            .get_or_create(&component("compactor", compactor))
+            .observe(seconds);
+    }
+
+    pub fn compactor_deleted(&self, compactor: &str, why: &str, n: u64) {
+        let mut labels = component("compactor", compactor);
+        labels.push(("why".to_string(), why.to_string()));
+        self.compactor_deleted.get_or_create(&labels).inc_by(n);
+    }
+
+    pub fn compactor_live_blocks(&self, compactor: &str, level: u32, n: usize) {
+        let mut labels = component("compactor", compactor);
+        labels.push(("level".to_string(), level.to_string()));
+        self.compactor_live_blocks
+            .get_or_create(&labels)
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn store_request(&self, store: &str, operation: &str, outcome: &str) {

@@ -65,11 +65,18 @@ pub struct CompactedBlock {
     pub profiles: u64,
 }
 
-/// A block that is no longer live, and when it stopped being live.
+/// A block that is no longer live, when it stopped being live, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
     pub path: String,
     pub at_ms: i64,
+    /// `compacted` (merged into another block) or `retention` (its data expired).
+    #[serde(default = "compacted")]
+    pub why: String,
+}
+
+fn compacted() -> String {
+    "compacted".to_string()
 }
 
 /// A compaction job: who holds it, under which token, until when.
@@ -227,6 +234,11 @@ pub async fn write_version(store: &dyn ObjectStore, tenant: &str, manifest: &Man
 /// (deleted only a grace period after they were retired) and its output not yet counted.
 pub async fn live_blocks(store: &dyn ObjectStore, tenant: &str) -> Result<Vec<BlockRef>> {
     let manifest = read_latest(store, tenant).await?;
+    live_blocks_of(store, tenant, &manifest).await
+}
+
+/// The live blocks of `tenant` by `manifest` (read before this call), as [`live_blocks`].
+pub async fn live_blocks_of(store: &dyn ObjectStore, tenant: &str, manifest: &Manifest) -> Result<Vec<BlockRef>> {
     let listed = list_blocks(store, Some(tenant)).await?;
     let retired: HashSet<&str> = manifest.retired.iter().map(|r| r.path.as_str()).collect();
     let compacted: HashSet<&str> = manifest.compacted.iter().map(|c| c.path.as_str()).collect();
@@ -287,6 +299,7 @@ mod tests {
         rival.retired.push(Retired {
             path: "x".into(),
             at_ms: 1,
+            why: compacted(),
         });
         assert!(matches!(
             write_version(&store, "t", &rival).await,
@@ -296,6 +309,7 @@ mod tests {
         second.retired.push(Retired {
             path: "y".into(),
             at_ms: 2,
+            why: compacted(),
         });
         write_version(&store, "t", &second).await.unwrap();
         assert_eq!(read_latest(&store, "t").await.unwrap(), second);
@@ -325,6 +339,7 @@ mod tests {
         m.retired.push(Retired {
             path: block_path("t", a).to_string(),
             at_ms: 0,
+            why: compacted(),
         });
         for id in [c, gone] {
             m.compacted.push(CompactedBlock {

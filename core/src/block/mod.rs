@@ -18,7 +18,7 @@ mod tests;
 mod verify;
 
 pub use builder::{BlockBuilder, EncodedBlock};
-pub use manifest::{Manifest, ManifestError, live_blocks};
+pub use manifest::{Manifest, ManifestError, live_blocks, live_blocks_of};
 pub use paths::{BlockKey, BlockRef, block_path, level_path, list_blocks, parse_block_path, quarantine_path};
 pub use reader::{BlockReader, DatasetIndex, RawSection, SectionKind, decode_block};
 pub use verify::{Verified, verify_block};

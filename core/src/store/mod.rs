@@ -227,6 +227,28 @@ impl StoreRegistry {
     }
 }
 
+/// Objects larger than this are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 32 << 20;
+
+/// Writes `bytes` to `path`: in one put, or in parts of 16 MiB above [`MULTIPART_THRESHOLD`]
+/// (S3 refuses single puts over 5 GiB, and parts retry alone).
+pub async fn put_object(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+    bytes: bytes::Bytes,
+) -> object_store::Result<()> {
+    use object_store::ObjectStoreExt;
+    if bytes.len() <= MULTIPART_THRESHOLD {
+        store.put(path, bytes.into()).await?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(path).await?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+    writer.put(bytes);
+    writer.finish().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

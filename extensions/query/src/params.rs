@@ -136,7 +136,7 @@ pub fn max_nodes(requested: Option<i64>, default: u32, limit: u32) -> Result<usi
         None | Some(0) => Ok(default as usize),
         Some(n) if n < 0 => Err(ConnectError::invalid(format!("max_nodes {n} is negative"))),
         Some(n) if n > i64::from(limit) => Err(ConnectError::invalid(format!(
-            "max_nodes {n} is over the limit of {limit} (query.max_nodes_limit)"
+            "max_nodes {n} is over the limit of {limit} (max_nodes_limit of the query extension)"
         ))),
         Some(n) => Ok(n as usize),
     }

@@ -4,7 +4,8 @@
 //!
 //! Sits before `segment` in a pipeline. Two profiles are **duplicates** when tenant, series
 //! labels, profile type, time range and content are equal; the content is a fingerprint of
-//! the normalized samples (stacks by frame names, values, sample labels: [`fingerprint`]). A
+//! the normalized samples (stacks by frame names, values, sample labels:
+//! `flamepipe_core::fingerprint`, which compaction shares). A
 //! duplicate seen within `window` of the profile it repeats is dropped, and its request is
 //! answered only once that profile is durably written (failing if that write fails, so the
 //! sender retries): no request is acknowledged for data that is not stored. Two profiles
@@ -20,13 +21,11 @@
 //! # Layout
 //!
 //! - [`config`]: the YAML config and its checks.
-//! - [`fingerprint`]: series and content fingerprints of a profile.
 //! - [`window`]: the bounded window of recent profiles.
 //! - `outcome`: how a passed batch's write went, shared by its profiles' window entries.
 //! - `processor`: the processor (the simple, batch-in batches-out shape) and its acks.
 
 pub mod config;
-pub mod fingerprint;
 mod outcome;
 mod processor;
 #[cfg(test)]

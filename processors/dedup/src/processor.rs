@@ -15,8 +15,8 @@ use flamepipe_core::telemetry::Telemetry;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::fingerprint::{Hashers, TableHashes};
 use crate::window::{Outcome, Placement, Window};
+use flamepipe_core::fingerprint::{Hashers, TableHashes};
 
 pub struct Dedup {
     id: Arc<str>,

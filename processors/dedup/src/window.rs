@@ -14,8 +14,8 @@ use foldhash::fast::RandomState;
 use hashbrown::HashMap;
 use tokio::time::Instant;
 
-use crate::fingerprint::Fingerprint;
 pub use crate::outcome::Outcome;
+use flamepipe_core::fingerprint::Fingerprint;
 
 /// Timestamps probed for a free slot at most, before a profile passes unshifted: a bound on
 /// the work a flood of distinct profiles of one series and timestamp can cause.

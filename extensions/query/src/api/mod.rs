@@ -180,7 +180,7 @@ fn engine_error(e: QueryError) -> ConnectError {
     match e {
         QueryError::Canceled => ConnectError::new(Code::Canceled, e.to_string()),
         QueryError::ShuttingDown => ConnectError::new(Code::Unavailable, e.to_string()),
-        QueryError::Block(_) | QueryError::Worker(_) => {
+        QueryError::Block(_) | QueryError::Manifest(_) | QueryError::Worker(_) => {
             tracing::error!(component = "query", error = %e, "query failed");
             ConnectError::new(Code::Internal, e.to_string())
         }

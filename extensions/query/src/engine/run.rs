@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flamepipe_core::block::format::{BlockMeta, Dataset, SampleColumns};
-use flamepipe_core::block::{BlockError, BlockReader, BlockRef, DatasetIndex, SectionKind, list_blocks};
+use flamepipe_core::block::{BlockError, BlockReader, BlockRef, DatasetIndex, ManifestError, SectionKind, live_blocks};
 use flamepipe_core::labels::{Labels, SERVICE_NAME, UNKNOWN_SERVICE};
 use flamepipe_core::profile_type::ProfileType;
 use flamepipe_core::selector::Selector;
@@ -211,6 +211,9 @@ pub enum Event<O> {
 pub enum QueryError {
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// The tenant's manifest could not be read: which blocks are live is unknown.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     #[error("the query was canceled")]
     Canceled,
     #[error("flamepipe is shutting down")]
@@ -314,7 +317,7 @@ impl QueryEngine {
     /// The earliest and latest profile times (ns) in a tenant's blocks, from their footers
     /// (`None` when the tenant has no readable blocks), and the blocks skipped.
     pub async fn time_bounds(&self, tenant: &str) -> Result<(Option<(i64, i64)>, Vec<SkippedBlock>), QueryError> {
-        let blocks = list_blocks(self.store.as_ref(), Some(tenant)).await?;
+        let blocks = live_blocks(self.store.as_ref(), tenant).await?;
         let mut footers = futures::stream::iter(blocks.into_iter().map(|b| async move {
             let footer = self.footer(&b.path).await;
             (b, footer)
@@ -474,9 +477,9 @@ impl QueryEngine {
         let needs_samples = acc.needs_samples();
         let keeps_labels = acc.keeps_sample_labels();
 
-        // Planning: list the tenant's blocks and read their footers.
+        // Planning: the tenant's live blocks (its manifest and a listing), then their footers.
         let blocks = tokio::select! {
-            listed = list_blocks(self.store.as_ref(), Some(&query.tenant)) => listed?,
+            listed = live_blocks(self.store.as_ref(), &query.tenant) => listed?,
             e = self.stopped(&sink) => return Err(e),
         };
         let mut footers = futures::stream::iter(blocks.into_iter().map(|b| async move {

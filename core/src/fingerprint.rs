@@ -16,8 +16,8 @@
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use flamepipe_core::Profile;
-use flamepipe_core::symbols::Symbols;
+use crate::Profile;
+use crate::symbols::Symbols;
 use foldhash::fast::RandomState;
 
 /// A 128-bit fingerprint.
