@@ -8,6 +8,7 @@
 #                               (requirements-otlp.txt)
 #   - integration/.venv-prof    with py-spy and pyinstrument, profilers that write speedscope
 #                               files (requirements-prof.txt)
+#   - integration/.venv-moto    with moto_server, an S3 API server (requirements-moto.txt)
 #   - integration/node_modules  with @pyroscope/nodejs (package.json + lock)
 # Idempotent: a stamp keyed on the requirement files makes re-runs instant.
 # Usage: bash integration/setup.sh [--force]
@@ -50,6 +51,7 @@ apt_install() {
 stamp_key() {
   {
     sha256sum requirements.txt requirements-legacy.txt requirements-otel.txt requirements-otlp.txt requirements-prof.txt \
+      requirements-moto.txt \
       package.json package-lock.json setup.sh
     "$PYTHON" -c 'import sys; print(sys.version)'
     node --version
@@ -61,6 +63,7 @@ everything_present() {
     [ -x .venv/bin/python ] && [ -x .venv-legacy/bin/python ] &&
     [ -x .venv-otel/bin/python ] && [ -x .venv-otlp/bin/python ] &&
     [ -x .venv-prof/bin/py-spy ] && [ -x .venv-prof/bin/pyinstrument ] &&
+    [ -x .venv-moto/bin/moto_server ] &&
     [ -f node_modules/@pyroscope/nodejs/package.json ] &&
     [ -f node_modules/pyroscope-nodejs-multipart/package.json ]
 }
@@ -111,6 +114,7 @@ make_venv .venv-legacy requirements-legacy.txt
 make_venv .venv-otel requirements-otel.txt
 make_venv .venv-otlp requirements-otlp.txt
 make_venv .venv-prof requirements-prof.txt
+make_venv .venv-moto requirements-moto.txt
 
 # 3. npm packages.
 if [ -f package-lock.json ]; then
@@ -151,6 +155,9 @@ PROF="$(.venv-prof/bin/py-spy --version) / pyinstrument $(.venv-prof/bin/python 
 
 log "pyroscope-io $V1 (.venv), $V08 (.venv-legacy); opentelemetry-sdk-extension-profiling $OTEL (.venv-otel);"
 log "opentelemetry-proto $OTLP (.venv-otlp); @pyroscope/nodejs $NV; $(go version | cut -d' ' -f3)"
-log "$PROF (.venv-prof)"
+MOTO="$(.venv-moto/bin/python -c 'from importlib.metadata import version; print(version("moto"))')" ||
+  die "moto does not import in .venv-moto"
+[ -x .venv-moto/bin/moto_server ] || die "moto_server missing in .venv-moto"
+log "$PROF (.venv-prof); moto $MOTO (.venv-moto)"
 echo "$KEY" > "$STAMP"
 log "done"

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use flamepipe_core::block::manifest::{Manifest, read_latest};
 use flamepipe_core::block::{BlockReader, BlockRef, list_blocks, quarantine_path, verify_block};
 use flamepipe_core::store::{StoreLocation, StoreRegistry};
 use futures::StreamExt;
@@ -48,22 +49,44 @@ async fn blocks(url: &str) -> anyhow::Result<(Arc<dyn ObjectStore>, Vec<BlockRef
     Ok((store, blocks))
 }
 
-/// Prints one line per block: id, tenant, level, time range, profiles, samples, size, services.
+/// Whether a block is read by queries, by its tenant's manifest: `live`, `retired (why)`
+/// (replaced by compaction or past retention, deleted after the grace period) or
+/// `unreferenced` (a compaction output that was never committed).
+fn state(manifest: &Manifest, block: &BlockRef) -> String {
+    let path = block.path.as_ref();
+    if let Some(r) = manifest.retired.iter().find(|r| r.path == path) {
+        return format!("retired ({})", r.why);
+    }
+    if block.level == 0 || manifest.is_compacted(path) {
+        "live".to_string()
+    } else {
+        "unreferenced".to_string()
+    }
+}
+
+/// Prints one line per block: id, tenant, level, state, time range, profiles, samples, size,
+/// services.
 pub async fn ls(url: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     let (store, blocks) = blocks(url).await?;
     writeln!(
         out,
-        "BLOCK\tTENANT\tLEVEL\tMIN TIME\tMAX TIME\tPROFILES\tSAMPLES\tBYTES\tSERVICES"
+        "BLOCK\tTENANT\tLEVEL\tSTATE\tMIN TIME\tMAX TIME\tPROFILES\tSAMPLES\tBYTES\tSERVICES"
     )?;
+    let mut manifests: std::collections::HashMap<String, Manifest> = std::collections::HashMap::new();
     for block in blocks {
+        if !manifests.contains_key(&block.tenant) {
+            let m = read_latest(store.as_ref(), &block.tenant).await?;
+            manifests.insert(block.tenant.clone(), m);
+        }
+        let state = state(&manifests[&block.tenant], &block);
         let reader = match BlockReader::open(Arc::clone(&store), block.path.clone()).await {
             Ok(reader) => reader,
             Err(e) => {
                 let unreadable = format!("unreadable ({}): run blocks verify", e.reason());
                 writeln!(
                     out,
-                    "{}\t{}\t-\t-\t-\t-\t-\t{}\t{unreadable}",
-                    block.id, block.tenant, block.size
+                    "{}\t{}\t{}\t{state}\t-\t-\t-\t-\t{}\t{unreadable}",
+                    block.id, block.tenant, block.level, block.size
                 )?;
                 continue;
             }
@@ -72,7 +95,7 @@ pub async fn ls(url: &str, out: &mut dyn Write) -> anyhow::Result<()> {
         let services: Vec<&str> = meta.datasets.iter().map(|d| d.service_name.as_str()).collect();
         writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{state}\t{}\t{}\t{}\t{}\t{}\t{}",
             meta.id,
             meta.tenant,
             meta.level,
@@ -269,10 +292,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let row: Vec<&str> = text.lines().nth(1).unwrap().split('\t').collect();
         assert_eq!(row[0], id.to_string());
-        assert_eq!(&row[1..3], ["anonymous", "0"]);
-        assert_eq!(row[3], "2023-11-14T22:13:20.000Z");
-        assert_eq!(&row[5..7], ["1", "1"]);
-        assert_eq!(row[8], "checkout");
+        assert_eq!(&row[1..4], ["anonymous", "0", "live"]);
+        assert_eq!(row[4], "2023-11-14T22:13:20.000Z");
+        assert_eq!(&row[6..8], ["1", "1"]);
+        assert_eq!(row[9], "checkout");
 
         let mut out = Vec::new();
         dump(url, Some(&id.to_string()), &mut out).await.unwrap();

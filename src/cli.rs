@@ -1,5 +1,6 @@
 //! The command line: `flamepipe [run] [--config FILE]`, `flamepipe validate FILE`,
-//! `flamepipe blocks ls|dump|verify --store URL` and `flamepipe upload FILE...`.
+//! `flamepipe compact [--config FILE]`, `flamepipe blocks ls|dump|verify --store URL` and
+//! `flamepipe upload FILE...`.
 //!
 //! Parsing only; `main` dispatches. Clap exits with code 2 on a usage error, which is also
 //! the code for a bad config.
@@ -23,6 +24,9 @@ pub enum Command {
     Run(ConfigArg),
     /// Check a config and report every problem in it; exits 2 if there is any
     Validate(ValidateArgs),
+    /// Run only the compactor extensions a config defines (listed in service.extensions or
+    /// not), with its stores and telemetry: a compactor process beside agents on one store
+    Compact(ConfigArg),
     /// Inspect the blocks in an object store
     #[command(subcommand)]
     Blocks(BlocksCommand),

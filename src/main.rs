@@ -49,6 +49,7 @@ fn main() -> ExitCode {
     })) {
         Command::Run(arg) => run(&arg.config),
         Command::Validate(args) => validate(&args.path()),
+        Command::Compact(arg) => compact(&arg.config),
         Command::Blocks(command) => blocks(command),
         Command::Upload(args) => upload(args),
     };
@@ -110,7 +111,36 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn run(path: &Path) -> Result<(), Failure> {
-    let loaded = load(path)?;
+    start(path, load(path)?)
+}
+
+/// `run` with the config cut down to its compactor extensions: no receivers, no pipelines.
+fn compact(path: &Path) -> Result<(), Failure> {
+    let mut loaded = load(path)?;
+    let config = &mut loaded.config;
+    let compactors: Vec<String> = config
+        .extensions
+        .keys()
+        .filter(|id| config::component_type(id) == Some("compactor"))
+        .cloned()
+        .collect();
+    if compactors.is_empty() {
+        eprintln!(
+            "{}: defines no compactor extension (extensions.compactor); nothing to run",
+            path.display()
+        );
+        return Err(Failure::Usage);
+    }
+    config.service.pipelines.clear();
+    config.receivers.clear();
+    config.processors.clear();
+    config.exporters.clear();
+    config.extensions.retain(|id, _| compactors.contains(id));
+    config.service.extensions = compactors;
+    start(path, loaded)
+}
+
+fn start(path: &Path, loaded: config::Loaded) -> Result<(), Failure> {
     let logs = &loaded.config.service.telemetry.logs;
     logging::init(logs.level, logs.format);
     for line in &loaded.warnings {

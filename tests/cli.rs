@@ -27,7 +27,7 @@ fn the_shipped_config_validates() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "pipeline.yaml: valid (1 pipelines, 2 receivers, 2 processors, 1 exporters, 1 extensions, 1 stores)\n"
+        "pipeline.yaml: valid (1 pipelines, 2 receivers, 2 processors, 1 exporters, 2 extensions, 1 stores)\n"
     );
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
@@ -109,7 +109,7 @@ fn bad_values_are_all_reported() {
             "receivers.pyroscope.max_samples: invalid type: string \"many\", expected usize",
             "processors.segment.flush_interval: invalid duration \"x\" (expected number at 0); expected e.g. \"1s\", \"250ms\"",
             "exporters.blocks.colour: unknown field `colour`, expected one of `store`, `max_retries`, `retry_backoff`, `max_concurrent_writes`",
-            "storage.cold.url: unsupported store URL \"s4://bucket\": expected file://PATH, a path, or memory://",
+            "storage.cold.url: unsupported store URL \"s4://bucket\": expected file://PATH, a path, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or memory://",
             "service.telemetry.metrics_address: invalid address \"localhost\"; expected IP:PORT, e.g. \"127.0.0.1:8888\"",
             "service.telemetry.logs.level: invalid log level \"verbose\"; expected one of trace, debug, info, warn, error",
             "service.shutdown_timeout: must be greater than 0s, got \"0s\"",

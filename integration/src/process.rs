@@ -32,6 +32,9 @@ pub struct Options {
     /// Put a `dedup` processor before `segment`: `Some(extra)` holds keys of its section
     /// (indented by the caller with 4 spaces).
     pub dedup: Option<String>,
+    /// Run the `compactor` extension on the blocks exporter's store: `Some(extra)` holds
+    /// further keys of its section (indented by the caller with 4 spaces).
+    pub compactor: Option<String>,
 }
 
 /// The loopback address of the `otlp` receiver's gRPC listener (see [`Options::otlp`]).
@@ -49,6 +52,7 @@ impl Default for Options {
             query: None,
             otlp: None,
             dedup: None,
+            compactor: None,
         }
     }
 }
@@ -76,16 +80,23 @@ impl Flamepipe {
             .queue_size
             .map(|n| format!("  queue_size: {n}\n"))
             .unwrap_or_default();
-        let (query, query_id) = opts
+        let query = opts
             .query
             .as_ref()
-            .map(|extra| {
-                (
-                    format!("extensions:\n  query:\n    address: 127.0.0.1:0\n    store: local\n{extra}"),
-                    "query",
-                )
-            })
-            .unwrap_or_default();
+            .map(|extra| format!("  query:\n    address: 127.0.0.1:0\n    store: local\n{extra}"));
+        let compactor = opts
+            .compactor
+            .as_ref()
+            .map(|extra| format!("  compactor:\n    store: local\n{extra}"));
+        let extension_ids: Vec<&str> = [query.as_ref().map(|_| "query"), compactor.as_ref().map(|_| "compactor")]
+            .into_iter()
+            .flatten()
+            .collect();
+        let extensions = match (query, compactor) {
+            (None, None) => String::new(),
+            (q, c) => format!("extensions:\n{}{}", q.unwrap_or_default(), c.unwrap_or_default()),
+        };
+        let extension_ids = extension_ids.join(", ");
         let (otlp, otlp_id) = opts
             .otlp
             .as_ref()
@@ -108,8 +119,8 @@ impl Flamepipe {
             "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}{otlp}\
              processors:\n{dedup}  segment:\n    flush_interval: {flush}\n\
              exporters:\n  blocks:\n    store: local\n\
-             {query}storage:\n  local:\n    url: file://{data}\n\
-             service:\n  extensions: [{query_id}]\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [{dedup_id}segment]\n      exporters: [blocks]\n\
+             {extensions}storage:\n  local:\n    url: file://{data}\n\
+             service:\n  extensions: [{extension_ids}]\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [{dedup_id}segment]\n      exporters: [blocks]\n\
              \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
             ack = opts.ack,
             extra = opts.receiver_extra,
@@ -123,7 +134,17 @@ impl Flamepipe {
         let data = dir.path().join("data");
         let config = dir.path().join("pipeline.yaml");
         std::fs::write(&config, Self::config_yaml(opts, &data)).expect("write config");
-        Self::start_with(PathBuf::from(binary), dir, data, config, opts.otlp.is_some())
+        Self::start_with(PathBuf::from(binary), "run", dir, data, config, opts.otlp.is_some())
+    }
+
+    /// Starts `flamepipe compact` on a pipeline.yaml of the test's own (made from the data
+    /// directory's path): a compactor process, which serves telemetry only.
+    pub fn start_compactor(binary: &str, yaml: impl FnOnce(&Path) -> String) -> Flamepipe {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("pipeline.yaml");
+        std::fs::write(&config, yaml(&data)).expect("write config");
+        Self::start_with(PathBuf::from(binary), "compact", dir, data, config, false)
     }
 
     /// Starts from a pipeline.yaml of the test's own, made from the data directory's path. It
@@ -133,7 +154,7 @@ impl Flamepipe {
         let data = dir.path().join("data");
         let config = dir.path().join("pipeline.yaml");
         std::fs::write(&config, yaml(&data)).expect("write config");
-        Self::start_with(PathBuf::from(binary), dir, data, config, false)
+        Self::start_with(PathBuf::from(binary), "run", dir, data, config, false)
     }
 
     /// Starts again on the same config and data (after a crash or a clean stop).
@@ -143,12 +164,29 @@ impl Flamepipe {
         let _ = this.child.wait();
         let dir = this.dir.take().expect("a running instance has its directory");
         let otlp = !this.otlp_grpc_url.is_empty();
-        Self::start_with(this.binary.clone(), dir, this.data.clone(), this.config.clone(), otlp)
+        let command = if this.url.is_empty() { "compact" } else { "run" };
+        Self::start_with(
+            this.binary.clone(),
+            command,
+            dir,
+            this.data.clone(),
+            this.config.clone(),
+            otlp,
+        )
     }
 
-    fn start_with(binary: PathBuf, dir: TempDir, data: PathBuf, config: PathBuf, otlp: bool) -> Flamepipe {
+    /// Runs `flamepipe COMMAND --config CONFIG` and waits for the addresses it logs: the
+    /// telemetry server, a component's server (but for `compact`), the otlp receiver's.
+    fn start_with(
+        binary: PathBuf,
+        command: &str,
+        dir: TempDir,
+        data: PathBuf,
+        config: PathBuf,
+        otlp: bool,
+    ) -> Flamepipe {
         let mut child = Command::new(&binary)
-            .args(["run", "--config"])
+            .args([command, "--config"])
             .arg(&config)
             .current_dir(dir.path())
             .env_remove("RUST_LOG")
@@ -178,7 +216,15 @@ impl Flamepipe {
                 }
             });
         }
-        let (mut url, mut metrics_url) = (None, None);
+        // A compactor serves no component routes.
+        let (mut url, mut metrics_url) = (
+            if command == "compact" {
+                Some(String::new())
+            } else {
+                None
+            },
+            None,
+        );
         // Without an otlp receiver its addresses count as found.
         let (mut otlp_grpc_url, mut otlp_http_url) = if otlp {
             (None, None)

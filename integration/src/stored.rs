@@ -1,11 +1,12 @@
-//! What flamepipe stored: every profile in every block of a local store, read with the
-//! block reader (the query API comes later).
+//! What flamepipe stored: every profile of every live block (what a query reads: segments
+//! not yet replaced by compaction, and the compacted blocks the manifest lists), read with
+//! the block reader.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use flamepipe_core::Profile;
-use flamepipe_core::block::{BlockReader, list_blocks};
+use flamepipe_core::block::{BlockReader, list_blocks, live_blocks};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 
@@ -25,8 +26,23 @@ pub fn read_store(dir: &Path) -> Vec<StoredProfile> {
             return Vec::new();
         }
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).expect("store dir"));
-        let mut out = Vec::new();
-        for block in list_blocks(store.as_ref(), None).await.expect("list blocks") {
+        read_live(store).await
+    })
+}
+
+/// Every profile of every live block of `store`, every tenant.
+pub async fn read_live(store: Arc<dyn ObjectStore>) -> Vec<StoredProfile> {
+    let mut tenants: Vec<String> = list_blocks(store.as_ref(), None)
+        .await
+        .expect("list blocks")
+        .into_iter()
+        .map(|b| b.tenant)
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    let mut out = Vec::new();
+    for tenant in tenants {
+        for block in live_blocks(store.as_ref(), &tenant).await.expect("live blocks") {
             let reader = BlockReader::open(Arc::clone(&store), block.path.clone())
                 .await
                 .expect("open block");
@@ -39,8 +55,8 @@ pub fn read_store(dir: &Path) -> Vec<StoredProfile> {
                 }
             }
         }
-        out
-    })
+    }
+    out
 }
 
 /// Reads the store until `done` holds for what is there, or `timeout` passes. SDKs that

@@ -451,10 +451,12 @@ impl Loader<'_> {
                 )),
             }
         }
-        if !saw_pipelines {
+        // A process may run extensions only (a query node, a compactor); otherwise it needs
+        // a pipeline.
+        if !saw_pipelines && service.extensions.is_empty() {
             self.errors.push(Problem::new(
                 path,
-                "missing pipelines; define at least one, e.g. profiles/default",
+                "missing pipelines; define at least one, e.g. profiles/default, or list extensions to run",
             ));
         }
         service

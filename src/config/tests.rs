@@ -105,7 +105,7 @@ storage:
             "pipeline.yaml: query: the query API is an extension now: move this section to extensions.query and list query in service.extensions",
             "pipeline.yaml: extensions.test.address: invalid socket address syntax",
             "pipeline.yaml: extensions.bogus: unknown extension type \"bogus\" (known: test)",
-            "pipeline.yaml: storage.cold.url: unsupported store URL \"ftp://host/x\": expected file://PATH, a path, or memory://",
+            "pipeline.yaml: storage.cold.url: unsupported store URL \"ftp://host/x\": expected file://PATH, a path, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or memory://",
             "pipeline.yaml: storage.bad id: invalid store id \"bad id\"; use letters, digits, _, - and /",
             "pipeline.yaml: service.pipelines.profiles/default.receivers[1]: unknown receiver \"test/c\" (defined: test, test/b, bogus)",
             "pipeline.yaml: service.pipelines.profiles/default.processors[1]: processor \"test\" is already listed at processors[0]",
@@ -205,7 +205,9 @@ fn structural_problems() {
     );
     assert_eq!(
         errors("service: {}"),
-        ["pipeline.yaml: service: missing pipelines; define at least one, e.g. profiles/default"]
+        [
+            "pipeline.yaml: service: missing pipelines; define at least one, e.g. profiles/default, or list extensions to run"
+        ]
     );
     assert_eq!(
         errors("service: { pipelines: {} }"),

@@ -34,12 +34,37 @@ pub const DEFAULT_STORE_URL: &str = "file://./data";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store URL {0:?}: expected file://PATH, a path, or memory://")]
+    #[error(
+        "unsupported store URL {0:?}: expected file://PATH, a path, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or memory://"
+    )]
     Unsupported(String),
+    #[error("unknown option {key:?} for {scheme}:// stores")]
+    UnknownOption { scheme: &'static str, key: String },
     #[error("cannot open store {url:?}: {message}")]
     Open { url: String, message: String },
     #[error("unknown store {0:?}: declare it under storage")]
     Unknown(String),
+}
+
+/// An object storage service, by URL scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cloud {
+    /// `s3://`: Amazon S3 and S3-compatible servers (MinIO, Ceph, R2; set `endpoint`).
+    S3,
+    /// `gs://`: Google Cloud Storage.
+    Gcs,
+    /// `az://`: Azure Blob Storage.
+    Azure,
+}
+
+impl Cloud {
+    fn scheme(self) -> &'static str {
+        match self {
+            Cloud::S3 => "s3",
+            Cloud::Gcs => "gs",
+            Cloud::Azure => "az",
+        }
+    }
 }
 
 /// Where a store URL points, checked without touching anything.
@@ -47,12 +72,31 @@ pub enum StoreError {
 pub enum StoreLocation {
     Local(PathBuf),
     Memory(String),
+    /// A bucket (or container) of a service, and a prefix within it (may be empty).
+    Cloud {
+        cloud: Cloud,
+        bucket: String,
+        prefix: String,
+    },
 }
 
 impl StoreLocation {
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         if let Some(name) = url.strip_prefix("memory://") {
             return Ok(StoreLocation::Memory(name.to_string()));
+        }
+        for (scheme, cloud) in [("s3://", Cloud::S3), ("gs://", Cloud::Gcs), ("az://", Cloud::Azure)] {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(StoreError::Unsupported(url.to_string()));
+                }
+                return Ok(StoreLocation::Cloud {
+                    cloud,
+                    bucket: bucket.to_string(),
+                    prefix: prefix.trim_matches('/').to_string(),
+                });
+            }
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         if path.is_empty() || path.contains("://") {
@@ -77,6 +121,11 @@ pub struct StorageConfig {
     /// Wait before the first retry; doubles each time. Default `100ms`.
     #[serde(default = "default_retry_backoff")]
     pub retry_backoff: Duration,
+    /// For `s3://`, `gs://` and `az://`: the service's settings by their object_store names
+    /// (`endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, ...), over
+    /// what the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`) says.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 fn default_timeout() -> Duration {
@@ -98,6 +147,7 @@ impl StorageConfig {
             timeout: default_timeout(),
             max_retries: default_max_retries(),
             retry_backoff: default_retry_backoff(),
+            options: BTreeMap::new(),
         }
     }
 
@@ -113,8 +163,22 @@ impl StorageConfig {
 impl Validate for StorageConfig {
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        if let Err(e) = StoreLocation::parse(&self.url) {
-            issues.push(ConfigIssue::new("url", e.to_string()));
+        match StoreLocation::parse(&self.url) {
+            Err(e) => issues.push(ConfigIssue::new("url", e.to_string())),
+            Ok(StoreLocation::Cloud { cloud, .. }) => {
+                for key in self.options.keys() {
+                    if let Err(e) = check_option(cloud, key) {
+                        issues.push(ConfigIssue::new(format!("options.{key}"), e.to_string()));
+                    }
+                }
+            }
+            Ok(_) if !self.options.is_empty() => {
+                issues.push(ConfigIssue::new(
+                    "options",
+                    "only s3://, gs:// and az:// stores take options",
+                ));
+            }
+            Ok(_) => {}
         }
         if self.timeout.is_zero() {
             issues.push(ConfigIssue::new("timeout", "must be greater than 0s, got \"0s\""));
@@ -173,7 +237,7 @@ impl StoreRegistry {
             None if id == DEFAULT_STORE => StorageConfig::url(DEFAULT_STORE_URL),
             None => return Err(StoreError::Unknown(id.to_string())),
         };
-        let raw = self.open_raw(&config.url)?;
+        let raw = self.open_raw(&config.url, &config.options)?;
         let mut store: Arc<dyn ObjectStore> =
             Arc::new(Resilient::new(raw, config.policy(), id, self.telemetry.clone()));
         if let Some(telemetry) = &self.telemetry {
@@ -196,12 +260,12 @@ impl StoreRegistry {
 
     /// Opens a store by URL, as the command line names them, with retries and timeouts.
     pub fn open_url(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        let raw = self.open_raw(url)?;
+        let raw = self.open_raw(url, &BTreeMap::new())?;
         Ok(Arc::new(Resilient::new(raw, RetryPolicy::default(), url, None)))
     }
 
     /// The store at `url` as opened, without layers (once per process).
-    fn open_raw(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    fn open_raw(&self, url: &str, options: &BTreeMap<String, String>) -> Result<Arc<dyn ObjectStore>, StoreError> {
         let location = StoreLocation::parse(url)?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = open.get(&location) {
@@ -221,10 +285,72 @@ impl StoreRegistry {
                 // Durable acknowledgement means the data survives a power cut, not just a crash.
                 Arc::new(fs.with_fsync(true))
             }
+            StoreLocation::Cloud { cloud, bucket, prefix } => {
+                let store = open_cloud(*cloud, bucket, options).map_err(|e| StoreError::Open {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })?;
+                if prefix.is_empty() {
+                    store
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix.as_str()))
+                }
+            }
         };
         open.insert(location, Arc::clone(&store));
         Ok(store)
     }
+}
+
+/// Whether `key` is a setting of `cloud`'s stores.
+fn check_option(cloud: Cloud, key: &str) -> Result<(), StoreError> {
+    use std::str::FromStr;
+    let known = match cloud {
+        Cloud::S3 => object_store::aws::AmazonS3ConfigKey::from_str(key).is_ok(),
+        Cloud::Gcs => object_store::gcp::GoogleConfigKey::from_str(key).is_ok(),
+        Cloud::Azure => object_store::azure::AzureConfigKey::from_str(key).is_ok(),
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownOption {
+            scheme: cloud.scheme(),
+            key: key.to_string(),
+        })
+    }
+}
+
+/// A bucket of `cloud`, configured from the environment, then `options`. Create-if-absent
+/// puts (which the manifest needs) are S3's conditional puts, on by default.
+fn open_cloud(
+    cloud: Cloud,
+    bucket: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn ObjectStore>, Box<dyn std::error::Error>> {
+    use std::str::FromStr;
+    Ok(match cloud {
+        Cloud::S3 => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (key, value) in options {
+                b = b.with_config(object_store::aws::AmazonS3ConfigKey::from_str(key)?, value);
+            }
+            Arc::new(b.build()?)
+        }
+        Cloud::Gcs => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            for (key, value) in options {
+                b = b.with_config(object_store::gcp::GoogleConfigKey::from_str(key)?, value);
+            }
+            Arc::new(b.build()?)
+        }
+        Cloud::Azure => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            for (key, value) in options {
+                b = b.with_config(object_store::azure::AzureConfigKey::from_str(key)?, value);
+            }
+            Arc::new(b.build()?)
+        }
+    })
 }
 
 /// Objects larger than this are uploaded in parts.
@@ -268,6 +394,21 @@ mod tests {
             StoreLocation::Memory(String::new())
         );
         assert!(StoreLocation::parse("s4://bucket").is_err());
+        assert_eq!(
+            StoreLocation::parse("s3://profiles/team-a/").unwrap(),
+            StoreLocation::Cloud {
+                cloud: Cloud::S3,
+                bucket: "profiles".into(),
+                prefix: "team-a".into()
+            }
+        );
+        assert!(StoreLocation::parse("gs://").is_err());
+        let mut s3 = StorageConfig::url("s3://b");
+        s3.options.insert("endpoint".into(), "http://127.0.0.1:9000".into());
+        s3.options.insert("allow_http".into(), "true".into());
+        assert!(s3.validate().is_empty(), "{:?}", s3.validate());
+        s3.options.insert("colour".into(), "blue".into());
+        assert_eq!(s3.validate().len(), 1);
     }
 
     #[tokio::test]
