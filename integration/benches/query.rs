@@ -25,6 +25,10 @@
 //!   block files are in the OS page cache in both;
 //! - `go tool pprof -top` over the same 200 files, if `go` is on PATH (wall, and child CPU).
 //!
+//! After the rounds, the store is compacted in-process (the compactor's default levels: the 20
+//! level-0 blocks become one level-1 block) and the cold and warm queries run again, three
+//! times each, against the median floor B.
+//!
 //! The query's flame graph must equal every floor tree's rendering (so its total too), or the
 //! bench panics. Figures are recorded in docs/benchmarks.md.
 
@@ -309,6 +313,27 @@ fn go_pprof_top(go: &Path, files: &[PathBuf]) -> GoRun {
     }
 }
 
+/// Compacts the store with the compactor's defaults; returns what is left, described.
+fn compact(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>) -> String {
+    let ctx = flamepipe_core::component::BuildContext {
+        id: Arc::from("compactor"),
+        telemetry: Arc::new(Telemetry::new()),
+        stores: flamepipe_core::store::StoreRegistry::default(),
+        shutdown: CancellationToken::new(),
+    };
+    let compactor = flamepipe_extension_compactor::Compactor::new(
+        flamepipe_extension_compactor::Config::default(),
+        Arc::clone(store),
+        &ctx,
+    );
+    let report = rt.block_on(compactor.run_once()).expect("compaction");
+    let live = rt
+        .block_on(flamepipe_core::block::live_blocks(store.as_ref(), TENANT))
+        .expect("live blocks");
+    let levels: Vec<String> = live.iter().map(|b| format!("L{}", b.level)).collect();
+    format!("{} jobs; live blocks {}", report.committed, levels.join(" "))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -543,6 +568,46 @@ fn main() {
             ratio(&cpu_time, &floor_c),
         );
     }
+
+    // The same query after compaction.
+    let compacted = compact(&rt, &store);
+    let expected = floor_one_table(&interned).1.render(MAX_NODES);
+    let floor_b_median = median(floor_b.iter().map(|d| d.as_secs_f64()).collect());
+    let mut after: Vec<(&str, QueryRun)> = Vec::new();
+    for _ in 0..ROUNDS {
+        let engine = Arc::new(QueryEngine::new(
+            Arc::clone(&store),
+            Arc::new(Telemetry::new()),
+            EngineOptions::default(),
+            CancellationToken::new(),
+        ));
+        for name in ["cold", "warm"] {
+            let run = run_query(&rt, &engine, &query);
+            assert!(
+                run.result == expected,
+                "{name} query after compaction != the floor tree"
+            );
+            after.push((name, run));
+        }
+    }
+    println!(
+        "after compaction ({compacted}): {}",
+        ["cold", "warm"]
+            .iter()
+            .map(|name| {
+                let runs: Vec<&QueryRun> = after.iter().filter(|(n, _)| n == name).map(|(_, r)| r).collect();
+                format!(
+                    "{name} first snapshot {:.1} ms, total {:.1} ms wall / {:.1} ms CPU, total/B {:.1} wall {:.1} CPU",
+                    median(runs.iter().map(|r| r.first_snapshot.map_or(f64::NAN, ms)).collect()),
+                    median(runs.iter().map(|r| ms(r.total)).collect()),
+                    median(runs.iter().map(|r| ms(r.cpu)).collect()),
+                    median(runs.iter().map(|r| r.total.as_secs_f64() / floor_b_median).collect()),
+                    median(runs.iter().map(|r| r.cpu.as_secs_f64() / floor_b_median).collect()),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     if !go_runs.is_empty() {
         let result_total = cold[0].result.total;
         for (i, g) in go_runs.iter().enumerate() {

@@ -348,9 +348,14 @@ fn profiles_that_fail_the_checks_are_refused_whole() {
 
 /// The id of the block holding `service`, from `flamepipe blocks ls`.
 fn block_of(ls: &str, service: &str) -> String {
+    let column = ls
+        .lines()
+        .next()
+        .and_then(|header| header.split('\t').position(|c| c == "SERVICES"))
+        .expect("a SERVICES column");
     ls.lines()
         .skip(1)
-        .find(|l| l.split('\t').nth(8) == Some(service))
+        .find(|l| l.split('\t').nth(column) == Some(service))
         .unwrap_or_else(|| panic!("no block of {service} in\n{ls}"))
         .split('\t')
         .next()
