@@ -134,7 +134,7 @@ fn main() {
             format!(
                 "extensions:\n  compactor:\n    store: local\n    interval: 100ms\n\
                  storage:\n  local:\n    url: file://{}\n\
-                 service:\n  extensions: [compactor]\n  telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: warn\n      format: json\n",
+                 service:\n  extensions: [compactor]\n  telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
                 data.display()
             )
         });
