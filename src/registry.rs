@@ -5,7 +5,7 @@
 //! [`processor`], [`exporter`], [`extension`]): a config only needs `Deserialize` (rejecting unknown keys,
 //! with its defaults), [`Validate`] and the component trait of its kind.
 
-use flamepipe_core::component::{ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig};
+use flamepipe_core::component::{ConnectorConfig, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig};
 use flamepipe_core::config::{ConfigIssue, Validate};
 use serde::de::DeserializeOwned;
 use yaml_serde::Value;
@@ -15,12 +15,14 @@ pub type ReceiverParser = fn(&Value) -> Parsed<Box<dyn ReceiverConfig>>;
 pub type ProcessorParser = fn(&Value) -> Parsed<Box<dyn ProcessorConfig>>;
 pub type ExporterParser = fn(&Value) -> Parsed<Box<dyn ExporterConfig>>;
 pub type ExtensionParser = fn(&Value) -> Parsed<Box<dyn ExtensionConfig>>;
+pub type ConnectorParser = fn(&Value) -> Parsed<Box<dyn ConnectorConfig>>;
 
 /// The component types of each kind, by YAML type name (the part before any `/`).
 pub struct Registry {
     pub receivers: Vec<(&'static str, ReceiverParser)>,
     pub processors: Vec<(&'static str, ProcessorParser)>,
     pub exporters: Vec<(&'static str, ExporterParser)>,
+    pub connectors: Vec<(&'static str, ConnectorParser)>,
     pub extensions: Vec<(&'static str, ExtensionParser)>,
 }
 
@@ -38,7 +40,15 @@ pub fn registry() -> Registry {
         exporters: vec![
             ("blocks", exporter::<flamepipe_exporter_blocks::Config>),
             ("otlp", exporter::<flamepipe_exporter_otlp::Config>),
+            (
+                "prometheus_remote_write",
+                exporter::<flamepipe_exporter_prometheus_remote_write::Config>,
+            ),
         ],
+        connectors: vec![(
+            "profile_metrics",
+            connector::<flamepipe_connector_profile_metrics::Config>,
+        )],
         extensions: vec![
             ("query", extension::<flamepipe_extension_query::QueryConfig>),
             ("compactor", extension::<flamepipe_extension_compactor::Config>),
@@ -57,6 +67,10 @@ impl Registry {
 
     pub fn exporter(&self, type_name: &str) -> Option<ExporterParser> {
         find(&self.exporters, type_name)
+    }
+
+    pub fn connector(&self, type_name: &str) -> Option<ConnectorParser> {
+        find(&self.connectors, type_name)
     }
 
     pub fn extension(&self, type_name: &str) -> Option<ExtensionParser> {
@@ -93,6 +107,12 @@ pub fn processor<C: DeserializeOwned + Validate + ProcessorConfig + 'static>(
 pub fn exporter<C: DeserializeOwned + Validate + ExporterConfig + 'static>(
     value: &Value,
 ) -> Parsed<Box<dyn ExporterConfig>> {
+    Ok(Box::new(parse::<C>(value)?))
+}
+
+pub fn connector<C: DeserializeOwned + Validate + ConnectorConfig + 'static>(
+    value: &Value,
+) -> Parsed<Box<dyn ConnectorConfig>> {
     Ok(Box::new(parse::<C>(value)?))
 }
 
@@ -143,7 +163,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use flamepipe_core::component::{Ack, AckWaiter, Batch, BuildContext, Output, PipelineSender};
+    use flamepipe_core::component::{Ack, AckWaiter, Batch, BuildContext, Output, PipelineSender, Signal};
     use flamepipe_core::store::{DEFAULT_STORE, StoreRegistry};
     use flamepipe_core::symbols::{Function, Line, Location};
     use flamepipe_core::telemetry::Telemetry;
@@ -161,6 +181,7 @@ mod tests {
             ("receiver", r.receivers.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
             ("processor", r.processors.iter().map(|(n, _)| *n).collect()),
             ("exporter", r.exporters.iter().map(|(n, _)| *n).collect()),
+            ("connector", r.connectors.iter().map(|(n, _)| *n).collect()),
             ("extension", r.extensions.iter().map(|(n, _)| *n).collect()),
         ] {
             let mut sorted = names.clone();
@@ -305,12 +326,20 @@ mod tests {
                 .unwrap_or_else(|_| panic!("processor {name} did not stop on a closed input"));
         }
         for (name, parse) in &r.exporters {
-            let exporter = parse(&Value::Null).unwrap().build(&ctx.for_component(name)).unwrap();
-            let (_, input) = mpsc::channel(1);
-            tokio::time::timeout(Duration::from_secs(5), exporter.run(input))
-                .await
-                .unwrap_or_else(|_| panic!("exporter {name} did not stop on a closed input"));
+            let config = parse(&Value::Null).unwrap();
+            let ctx = ctx.for_component(name);
+            for signal in config.signals() {
+                let run = match signal {
+                    Signal::Profiles => config.build(&ctx).unwrap().run(mpsc::channel(1).1),
+                    Signal::Metrics => config.build_metrics(&ctx).unwrap().run(mpsc::channel(1).1),
+                };
+                tokio::time::timeout(Duration::from_secs(5), run)
+                    .await
+                    .unwrap_or_else(|_| panic!("exporter {name} ({signal}) did not stop on a closed input"));
+            }
         }
+        // Connectors need rules: each gets one from its own test suite; here, that a closed
+        // input ends them is checked through the topology tests.
         // Extensions: their tasks end once shutdown is asked for.
         let stopping = ctx.shutdown.clone();
         stopping.cancel();

@@ -3,9 +3,10 @@
 //!
 //! `test` receiver: serves `paths` on `address` and, when `send` > 0, a task that sends that
 //! many one-profile batches, waiting while the pipeline is full. `test` processor: passes
-//! batches on. `test` exporter: records the tenant of each batch
-//! it got under `sink`, and with `hang` never returns. `test` extension: serves `paths` on
-//! `address`, names `store`, and with `task` runs until shutdown.
+//! batches on. `test` exporter (profiles or metrics): records the tenant of each batch it got
+//! under `sink` (`metrics:<tenant>` for metrics), and with `hang` never returns. `test`
+//! connector: profiles to metrics, one point per profile. `test` extension: serves `paths`
+//! on `address`, names `store`, and with `task` runs until shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,20 +14,22 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::routing::get;
 use flamepipe_core::component::{
-    Batch, BoxFuture, BuildContext, BuildError, Exporter, ExporterConfig, ExtensionConfig, HttpMount, Output,
-    PipelineSender, Processor, ProcessorConfig, ReceiverConfig, SendError, ServedParts,
+    Batch, BoxFuture, BuildContext, BuildError, ConnectorConfig, Exporter, ExporterConfig, ExtensionConfig, HttpMount,
+    Output, Payload, PipelineSender, Processor, ProcessorConfig, ReceiverConfig, SendError, ServedParts, Signal,
 };
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
+use flamepipe_core::metric::{MetricPoint, MetricsBatch};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::registry::{Registry, exporter, extension, processor, receiver};
+use crate::registry::{Registry, connector, exporter, extension, processor, receiver};
 
 pub fn registry() -> Registry {
     Registry {
         receivers: vec![("test", receiver::<TestReceiver>), ("other", receiver::<TestReceiver>)],
         processors: vec![("test", processor::<TestProcessor>)],
         exporters: vec![("test", exporter::<TestExporter>)],
+        connectors: vec![("test", connector::<TestConnector>)],
         extensions: vec![("test", extension::<TestExtension>)],
     }
 }
@@ -180,9 +183,77 @@ impl Exporter for Recorder {
     }
 }
 
+impl Exporter<MetricsBatch> for Recorder {
+    fn run(self: Box<Self>, mut input: mpsc::Receiver<MetricsBatch>) -> BoxFuture {
+        Box::pin(async move {
+            while let Some(batch) = input.recv().await {
+                self.0.lock().unwrap().push(format!("metrics:{}", batch.tenant));
+                batch.done();
+            }
+        })
+    }
+}
+
 impl ExporterConfig for TestExporter {
-    fn build(self: Box<Self>, _: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
+    fn signals(&self) -> Vec<Signal> {
+        Signal::ALL.to_vec()
+    }
+
+    fn build(&self, _: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
         Ok(Box::new(Recorder(sink(&self.sink), self.hang)))
+    }
+
+    fn build_metrics(&self, _: &BuildContext) -> Result<Box<dyn Exporter<MetricsBatch>>, BuildError> {
+        Ok(Box::new(Recorder(sink(&self.sink), self.hang)))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestConnector {}
+
+impl Validate for TestConnector {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+}
+
+/// Emits one point per profile, then acknowledges the profiles.
+struct Counting(Output<MetricsBatch>);
+
+impl Exporter for Counting {
+    fn run(self: Box<Self>, mut input: mpsc::Receiver<Batch>) -> BoxFuture {
+        Box::pin(async move {
+            while let Some(batch) = input.recv().await {
+                let points = batch
+                    .profiles
+                    .iter()
+                    .map(|p| MetricPoint {
+                        name: "test_profiles_total".into(),
+                        labels: p.series.clone(),
+                        start_ms: 0,
+                        timestamp_ms: p.timestamp_ns / 1_000_000,
+                        value: 1.0,
+                    })
+                    .collect();
+                self.0.send(MetricsBatch::new(batch.tenant.clone(), points)).await;
+                Payload::done(batch);
+            }
+        })
+    }
+}
+
+impl ConnectorConfig for TestConnector {
+    fn signals(&self) -> (Signal, Signal) {
+        (Signal::Profiles, Signal::Metrics)
+    }
+
+    fn build_profiles_to_metrics(
+        self: Box<Self>,
+        _: &BuildContext,
+        output: Output<MetricsBatch>,
+    ) -> Result<Box<dyn Exporter>, BuildError> {
+        Ok(Box::new(Counting(output)))
     }
 }
 

@@ -6,6 +6,12 @@
 //!           try_send: full means 429)                                                    shared by pipelines)
 //! ```
 //!
+//! `metrics/…` pipelines are built first, as the receiving side of connectors: their
+//! exporters, their heads (forwarding to the exporters) and then the connectors, which hold
+//! the only senders into those heads. A connector is then one more exporter input of the
+//! `profiles/…` pipelines that list it. Shutdown therefore flows through it: the profiles
+//! pipelines close its input, it flushes and returns, and the metrics pipelines it fed close.
+//!
 //! Every channel holds `service.queue_size` batches (default 64). A batch is one ingest
 //! request's profiles, so this is the burst of requests a pipeline absorbs before receivers
 //! answer 429; with the receivers' size and concurrency limits this bounds memory. A receiver is built once and feeds all its
@@ -27,8 +33,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use flamepipe_core::component::{Batch, BoxFuture, BuildContext, BuildError, Output, PipelineSender};
+use flamepipe_core::component::{Batch, BoxFuture, BuildContext, BuildError, Output, Payload, PipelineSender, Signal};
 use flamepipe_core::config::Duration;
+use flamepipe_core::metric::MetricsBatch;
 use flamepipe_core::store::StoreRegistry;
 use flamepipe_core::telemetry::Telemetry;
 use tokio::sync::mpsc;
@@ -36,7 +43,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Pipeline, pipeline_signal};
 use crate::server::{self, Bound, ServerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,16 +79,76 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
         telemetry,
         shutdown: CancellationToken::new(),
     };
-    let pipelines = std::mem::take(&mut config.service.pipelines);
+    let all_pipelines = std::mem::take(&mut config.service.pipelines);
     let queue_size = config.service.queue_size;
     let mut pipeline_tasks: Vec<(String, BoxFuture)> = Vec::new();
+    let of_signal = |signal: Signal| -> Vec<&(String, Pipeline)> {
+        all_pipelines
+            .iter()
+            .filter(|(id, _)| pipeline_signal(id) == signal)
+            .collect()
+    };
 
+    // Metrics pipelines: exporters, then heads that forward to them.
+    let metrics_pipelines = of_signal(Signal::Metrics);
+    let mut metrics_exporters: BTreeMap<String, mpsc::Sender<MetricsBatch>> = BTreeMap::new();
+    for id in metrics_pipelines.iter().flat_map(|(_, p)| &p.exporters) {
+        if metrics_exporters.contains_key(id) {
+            continue;
+        }
+        let exporter_config = config.exporters.get(id).ok_or_else(|| missing("exporter", id))?;
+        let exporter = exporter_config.build_metrics(&ctx.for_component(id))?;
+        let (tx, rx) = mpsc::channel(queue_size);
+        pipeline_tasks.push((format!("exporter {id} (metrics)"), exporter.run(rx)));
+        metrics_exporters.insert(id.clone(), tx);
+    }
+    let mut metrics_heads: BTreeMap<&str, mpsc::Sender<MetricsBatch>> = BTreeMap::new();
+    for (pipeline_id, pipeline) in &metrics_pipelines {
+        if !pipeline.processors.is_empty() {
+            return Err(RunError::Failed(format!(
+                "pipeline {pipeline_id}: no processor handles metrics"
+            )));
+        }
+        let (head, input) = mpsc::channel(queue_size);
+        metrics_heads.insert(pipeline_id, head);
+        let exporters = pipeline
+            .exporters
+            .iter()
+            .map(|id| metrics_exporters[id].clone())
+            .collect();
+        pipeline_tasks.push((
+            format!("pipeline {pipeline_id}"),
+            Box::pin(forward(input, Output::new(exporters))),
+        ));
+    }
+    drop(metrics_exporters);
+
+    // Connectors: each feeds the metrics pipelines that list it as a receiver, and is an
+    // exporter input of the profiles pipelines that list it as an exporter.
+    let pipelines = of_signal(Signal::Profiles);
     let mut exporter_inputs: BTreeMap<String, mpsc::Sender<Batch>> = BTreeMap::new();
+    for id in pipelines.iter().flat_map(|(_, p)| &p.exporters) {
+        let Some(connector) = config.connectors.remove(id) else {
+            continue;
+        };
+        let targets = metrics_pipelines
+            .iter()
+            .filter(|(_, p)| p.receivers.contains(id))
+            .map(|(pid, _)| metrics_heads[pid.as_str()].clone())
+            .collect();
+        let exporter = connector.build_profiles_to_metrics(&ctx.for_component(id), Output::new(targets))?;
+        let (tx, rx) = mpsc::channel(queue_size);
+        pipeline_tasks.push((format!("connector {id}"), exporter.run(rx)));
+        exporter_inputs.insert(id.clone(), tx);
+    }
+    // Connectors now hold the only senders into the metrics pipelines.
+    drop(metrics_heads);
+
     for id in pipelines.iter().flat_map(|(_, p)| &p.exporters) {
         if exporter_inputs.contains_key(id) {
             continue;
         }
-        let exporter_config = config.exporters.remove(id).ok_or_else(|| missing("exporter", id))?;
+        let exporter_config = config.exporters.get(id).ok_or_else(|| missing("exporter", id))?;
         let exporter = exporter_config.build(&ctx.for_component(id))?;
         let (tx, rx) = mpsc::channel(queue_size);
         pipeline_tasks.push((format!("exporter {id}"), exporter.run(rx)));
@@ -183,7 +250,7 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
         telemetry_server,
         component_tasks,
         pipeline_tasks,
-        pipelines: pipelines.len(),
+        pipelines: all_pipelines.len(),
         ready,
         ctx,
         shutdown_timeout: config.service.shutdown_timeout,
@@ -196,7 +263,7 @@ fn missing(kind: &str, id: &str) -> RunError {
 }
 
 /// A pipeline without processors: hands batches straight to its exporters.
-async fn forward(mut input: mpsc::Receiver<Batch>, output: Output) {
+async fn forward<B: Payload>(mut input: mpsc::Receiver<B>, output: Output<B>) {
     while let Some(batch) = input.recv().await {
         output.send(batch).await;
     }
@@ -409,6 +476,38 @@ service:
         assert_eq!(testing::sink("fan").lock().unwrap().len(), 200);
         assert_eq!(testing::sink("fan_other").lock().unwrap().len(), 200);
         assert_eq!(testing::sink("fan_third").lock().unwrap().len(), 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connector_feeds_a_metrics_pipeline_and_drains_on_shutdown() {
+        let topology = build(config(
+            "
+receivers:
+  test: { address: '127.0.0.1:0', send: 50 }
+exporters:
+  test/profiles: { sink: connected_profiles }
+  test/metrics: { sink: connected_metrics }
+  test/metrics_b: { sink: connected_metrics_b }
+connectors:
+  test/count: {}
+service:
+  pipelines:
+    profiles: { receivers: [test], exporters: [test/profiles, test/count] }
+    metrics/a: { receivers: [test/count], exporters: [test/metrics] }
+    metrics/b: { receivers: [test/count], exporters: [test/metrics_b] }
+  telemetry: { metrics_address: '127.0.0.1:0' }
+",
+        ))
+        .await
+        .unwrap();
+        topology.run(async {}).await.unwrap();
+        assert_eq!(testing::sink("connected_profiles").lock().unwrap().len(), 50);
+        // Every batch the connector made reached both metrics pipelines before shutdown ended.
+        for sink in ["connected_metrics", "connected_metrics_b"] {
+            let got = testing::sink(sink).lock().unwrap().clone();
+            assert_eq!(got.len(), 50, "{sink}");
+            assert!(got.iter().all(|t| t.starts_with("metrics:")), "{got:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The component contract: what flows between receivers, processors and exporters, how a
 //! request learns that its data is durable, and how components are built.
 //!
-//! Data moves as [`Batch`]es over bounded channels. A receiver hands a batch to every pipeline
+//! Data moves as batches of one signal over bounded channels: [`Batch`]es of profiles in
+//! `profiles/…` pipelines, [`MetricsBatch`]es of metric points in `metrics/…` pipelines
+//! (both [`Payload`]s). A receiver hands a batch to every pipeline
 //! it feeds with [`PipelineSender::try_send`], which refuses (and the receiver answers 429)
 //! when any of them is full. Each batch carries [`Ack`] shares; the request that produced the
 //! data succeeds only when every share was completed with [`Ack::done`] after a durable
@@ -32,6 +34,14 @@
 //! A share dropped any other way fails its request, so a mistake here shows as an error,
 //! never as a silent loss. The registry-wide component tests check every processor for it.
 //!
+//! # Connectors
+//!
+//! A connector ([`ConnectorConfig`]) joins two pipelines, as in the OpenTelemetry
+//! Collector: it is listed as an exporter of one (it consumes that pipeline's signal) and as a
+//! receiver of another (it emits that one's). `profile_metrics` turns profiles into metrics.
+//! Its output waits while the pipelines it feeds are full, so back-pressure reaches the
+//! pipeline it reads from.
+//!
 //! # Extensions
 //!
 //! Components outside the pipelines ([`ExtensionConfig`]: the query API, the compactor) see
@@ -47,11 +57,96 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::metric::MetricsBatch;
 use crate::model::Profile;
 use crate::store::StoreRegistry;
 use crate::telemetry::Telemetry;
 
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The kinds of data a pipeline carries; a pipeline id starts with its signal's name
+/// (`profiles/default`, `metrics/profiles`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    Profiles,
+    Metrics,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 2] = [Signal::Profiles, Signal::Metrics];
+
+    /// The name pipeline ids start with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Profiles => "profiles",
+            Signal::Metrics => "metrics",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the channels of one pipeline carry: a batch of its signal, with the acknowledgement
+/// shares of the requests it came from.
+pub trait Payload: Send + Default + 'static {
+    const SIGNAL: Signal;
+    /// A copy for another pipeline or exporter; acknowledgement waits for both.
+    fn fork(&self) -> Self;
+    /// Reports a failure to every request in the batch.
+    fn fail(&self, error: &str);
+    /// Acknowledges every request in the batch: call only once the data is delivered.
+    fn done(self);
+    /// Profiles or metric points held, for exporter metrics.
+    fn items(&self) -> usize;
+}
+
+impl Payload for Batch {
+    const SIGNAL: Signal = Signal::Profiles;
+    fn fork(&self) -> Self {
+        Batch::fork(self)
+    }
+    fn fail(&self, error: &str) {
+        Batch::fail(self, error)
+    }
+    fn done(self) {
+        Batch::done(self)
+    }
+    fn items(&self) -> usize {
+        self.profiles.len()
+    }
+}
+
+impl Payload for MetricsBatch {
+    const SIGNAL: Signal = Signal::Metrics;
+    fn fork(&self) -> Self {
+        MetricsBatch {
+            tenant: Arc::clone(&self.tenant),
+            points: self.points.clone(),
+            acks: self.acks.clone(),
+        }
+    }
+    fn fail(&self, error: &str) {
+        for ack in &self.acks {
+            ack.fail(error);
+        }
+    }
+    fn done(self) {
+        for ack in self.acks {
+            ack.done();
+        }
+    }
+    fn items(&self) -> usize {
+        self.points.len()
+    }
+}
 
 /// Profiles of one tenant on their way through a pipeline.
 #[derive(Debug, Default)]
@@ -198,18 +293,32 @@ pub enum SendError {
 }
 
 /// The pipelines one receiver feeds.
-#[derive(Clone, Debug, Default)]
-pub struct PipelineSender {
-    targets: Vec<(Arc<str>, mpsc::Sender<Batch>)>,
+#[derive(Debug)]
+pub struct PipelineSender<B: Payload = Batch> {
+    targets: Vec<(Arc<str>, mpsc::Sender<B>)>,
 }
 
-impl PipelineSender {
-    pub fn new(targets: Vec<(Arc<str>, mpsc::Sender<Batch>)>) -> Self {
+impl<B: Payload> Clone for PipelineSender<B> {
+    fn clone(&self) -> Self {
+        PipelineSender {
+            targets: self.targets.clone(),
+        }
+    }
+}
+
+impl<B: Payload> Default for PipelineSender<B> {
+    fn default() -> Self {
+        PipelineSender { targets: Vec::new() }
+    }
+}
+
+impl<B: Payload> PipelineSender<B> {
+    pub fn new(targets: Vec<(Arc<str>, mpsc::Sender<B>)>) -> Self {
         PipelineSender { targets }
     }
 
     /// Hands `batch` to every pipeline, or to none when any of them is full or closed.
-    pub fn try_send(&self, batch: Batch) -> Result<(), SendError> {
+    pub fn try_send(&self, batch: B) -> Result<(), SendError> {
         let mut permits = Vec::with_capacity(self.targets.len());
         for (name, tx) in &self.targets {
             match tx.try_reserve() {
@@ -224,7 +333,7 @@ impl PipelineSender {
             let b = if i == last {
                 batch.take().unwrap_or_default()
             } else {
-                batch.as_ref().map(Batch::fork).unwrap_or_default()
+                batch.as_ref().map(Payload::fork).unwrap_or_default()
             };
             permit.send(b);
         }
@@ -232,20 +341,29 @@ impl PipelineSender {
     }
 }
 
-/// Where a processor sends its output: the next processor, or every exporter of the pipeline.
-#[derive(Clone, Debug)]
-pub struct Output {
-    targets: Vec<mpsc::Sender<Batch>>,
+/// Where a processor sends its output: the next processor, or every exporter of the
+/// pipeline; where a connector sends its output: the pipelines it feeds.
+#[derive(Debug)]
+pub struct Output<B: Payload = Batch> {
+    targets: Vec<mpsc::Sender<B>>,
 }
 
-impl Output {
-    pub fn new(targets: Vec<mpsc::Sender<Batch>>) -> Self {
+impl<B: Payload> Clone for Output<B> {
+    fn clone(&self) -> Self {
+        Output {
+            targets: self.targets.clone(),
+        }
+    }
+}
+
+impl<B: Payload> Output<B> {
+    pub fn new(targets: Vec<mpsc::Sender<B>>) -> Self {
         Output { targets }
     }
 
     /// Sends to every target, waiting while they are full: back-pressure reaches the
     /// receivers through the pipeline's first channel.
-    pub async fn send(&self, batch: Batch) {
+    pub async fn send(&self, batch: B) {
         let Some((last, rest)) = self.targets.split_last() else {
             return;
         };
@@ -380,8 +498,9 @@ impl<P: BatchProcessor> Processor for Simple<P> {
 }
 
 /// An exporter: writes what arrives until its input closes, then flushes and returns.
-pub trait Exporter: Send {
-    fn run(self: Box<Self>, input: mpsc::Receiver<Batch>) -> BoxFuture;
+/// `B` is the signal it takes: profiles by default.
+pub trait Exporter<B: Payload = Batch>: Send {
+    fn run(self: Box<Self>, input: mpsc::Receiver<B>) -> BoxFuture;
 }
 
 /// What components get from the runtime rather than from YAML.
@@ -402,6 +521,18 @@ impl BuildContext {
             ..self.clone()
         }
     }
+
+    /// A build error naming this component.
+    pub fn error(&self, message: impl fmt::Display) -> BuildError {
+        BuildError {
+            component: self.id.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn unsupported(&self, signal: Signal) -> BuildError {
+        self.error(format!("does not handle {signal}"))
+    }
 }
 
 /// A component that could not be built from a valid config (a port taken, a store unreachable).
@@ -414,21 +545,59 @@ pub struct BuildError {
 
 /// The config contract every component config implements.
 pub trait ReceiverConfig: Send + fmt::Debug {
+    /// The signals it emits, for config validation. Profiles, by default.
+    fn signals(&self) -> Vec<Signal> {
+        vec![Signal::Profiles]
+    }
     /// The routes it will mount, for config validation (`address`, `path`).
     fn routes(&self) -> Vec<(SocketAddr, String)>;
     fn build(self: Box<Self>, ctx: &BuildContext, output: PipelineSender) -> Result<ServedParts, BuildError>;
 }
 
 pub trait ProcessorConfig: Send + fmt::Debug {
+    /// The signals it handles, for config validation. Profiles, by default.
+    fn signals(&self) -> Vec<Signal> {
+        vec![Signal::Profiles]
+    }
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Processor>, BuildError>;
 }
 
+/// An exporter is built once per signal it is used with (the OpenTelemetry Collector's
+/// exporter factories do the same), so building borrows its config.
 pub trait ExporterConfig: Send + fmt::Debug {
+    /// The signals it takes, for config validation. Profiles, by default.
+    fn signals(&self) -> Vec<Signal> {
+        vec![Signal::Profiles]
+    }
     /// The ids of the stores it writes to (`storage` entries), for config validation.
     fn stores(&self) -> Vec<&str> {
         Vec::new()
     }
-    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError>;
+    /// The exporter of profiles.
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
+        Err(ctx.unsupported(Signal::Profiles))
+    }
+    /// The exporter of metrics.
+    fn build_metrics(&self, ctx: &BuildContext) -> Result<Box<dyn Exporter<MetricsBatch>>, BuildError> {
+        Err(ctx.unsupported(Signal::Metrics))
+    }
+}
+
+/// A connector: an exporter of one pipeline that is a receiver of others. One build method
+/// per pair of signals, as in the OpenTelemetry Collector's connector factories
+/// (`CreateTracesToMetrics`); only the pair [`ConnectorConfig::signals`] names is called.
+pub trait ConnectorConfig: Send + fmt::Debug {
+    /// The signal it consumes (as an exporter) and the one it emits (as a receiver).
+    fn signals(&self) -> (Signal, Signal);
+    /// Consumes profiles, emits metrics to `output` (the heads of the pipelines it feeds).
+    fn build_profiles_to_metrics(
+        self: Box<Self>,
+        ctx: &BuildContext,
+        output: Output<MetricsBatch>,
+    ) -> Result<Box<dyn Exporter>, BuildError> {
+        let _ = output;
+        Err(ctx.unsupported(Signal::Metrics))
+    }
 }
 
 /// A component outside the pipelines (the OpenTelemetry Collector's extensions): the query

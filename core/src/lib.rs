@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`metric`]: the metrics signal (cumulative counter points) that `metrics/…` pipelines carry.
 //! - [`model`]: a profile = series labels + one sample type + time + samples (stack -> value).
 //! - [`split`]: sample labels (pprof labels, OTLP sample attributes) made series labels.
 //! - [`symbols`]: interned strings, functions, locations, mappings, stacks and sample label sets.
@@ -22,7 +23,9 @@
 //! - [`store`]: object stores declared by id, opened once per process, with retries,
 //!   timeouts and metrics around every request; a faulty store for tests.
 //! - [`clock`]: wall-clock time that tests can set (leases, grace periods).
-//! - [`component`]: batches, acknowledgements, the build context and component errors.
+//! - [`component`]: signals, batches, acknowledgements, the component traits, the build context
+//!   and component errors.
+//! - [`exporter_helper`]: the sending queue, retries and timeout every exporter shares.
 //! - [`intake`]: the receiving steps every receiver shares (admit, read, decode, deliver) and
 //!   the one table from a kind of failure to its HTTP, gRPC and Connect codes.
 //! - [`config`]: shared config value types (durations, byte sizes) and config errors with paths.
@@ -36,10 +39,12 @@ pub mod body;
 pub mod clock;
 pub mod component;
 pub mod config;
+pub mod exporter_helper;
 pub mod fingerprint;
 pub mod formats;
 pub mod intake;
 pub mod labels;
+pub mod metric;
 pub mod model;
 pub mod profile_type;
 pub mod selector;

@@ -1,10 +1,15 @@
 //! flamepipe's own metrics, exposed on `/metrics` (OpenMetrics text) at
 //! `service.telemetry.metrics_address`.
 //!
-//! One set of families shared by all components, labelled by component id, named after the
-//! OpenTelemetry Collector's (`otelcol_receiver_accepted_spans` -> our
-//! `flamepipe_receiver_accepted_profiles_total`) so Collector dashboards translate directly.
+//! Families are labelled by component id and named after the OpenTelemetry Collector's
+//! (`otelcol_receiver_accepted_spans` -> our `flamepipe_receiver_accepted_profiles_total`)
+//! so Collector dashboards translate directly. The families below are shared by the
+//! components built before components registered their own; a component adds its own with
+//! [`Telemetry::metric`] when it is built (the exporter helper, the `profile_metrics`
+//! connector, the remote-write exporter).
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
@@ -14,14 +19,24 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-type LabelPairs = Vec<(String, String)>;
+/// The label pairs of one series of a family.
+pub type LabelPairs = Vec<(String, String)>;
 
-fn component(kind: &str, id: &str) -> LabelPairs {
+/// A counter family labelled by [`LabelPairs`].
+pub type CounterFamily = Family<LabelPairs, Counter>;
+/// A gauge family labelled by [`LabelPairs`].
+pub type GaugeFamily = Family<LabelPairs, Gauge>;
+
+/// The label pairs naming one component: `{kind="id"}`.
+pub fn component(kind: &str, id: &str) -> LabelPairs {
     vec![(kind.to_string(), id.to_string())]
 }
 
 pub struct Telemetry {
     registry: Mutex<Registry>,
+    /// The metrics components registered, by name: a second instance of a component gets
+    /// the family the first registered.
+    owned: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
     accepted_profiles: Family<LabelPairs, Counter>,
     accepted_bytes: Family<LabelPairs, Counter>,
     refused_requests: Family<LabelPairs, Counter>,
@@ -230,6 +245,7 @@ impl Telemetry {
         );
         Telemetry {
             registry: Mutex::new(registry),
+            owned: Mutex::new(HashMap::new()),
             accepted_profiles,
             accepted_bytes,
             refused_requests,
@@ -413,6 +429,40 @@ impl Telemetry {
         self.failed_writes.get_or_create(&component("exporter", exporter)).inc();
     }
 
+    /// A metric a component owns, registered under `flamepipe_<name>` the first time and
+    /// shared by every later caller (several instances of one component type). Counters get
+    /// `_total` appended in the exposition.
+    ///
+    /// Panics if `name` was registered before with another metric type: two components
+    /// disagreeing on one name is a programming error.
+    pub fn metric<M>(&self, name: &str, help: &str) -> M
+    where
+        M: prometheus_client::registry::Metric + Clone + Default,
+    {
+        self.metric_with(name, help, M::default)
+    }
+
+    /// [`Telemetry::metric`] for metrics without a default (histograms with buckets).
+    pub fn metric_with<M>(&self, name: &str, help: &str, make: impl FnOnce() -> M) -> M
+    where
+        M: prometheus_client::registry::Metric + Clone,
+    {
+        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = owned.get(name) {
+            return existing
+                .downcast_ref::<M>()
+                .unwrap_or_else(|| panic!("metric {name} registered twice with different types"))
+                .clone();
+        }
+        let metric = make();
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(name, help, metric.clone());
+        owned.insert(name.to_string(), Box::new(metric.clone()));
+        metric
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -441,5 +491,20 @@ mod tests {
             text.contains("flamepipe_receiver_refused_requests_total{receiver=\"pyroscope\",reason=\"bad_gzip\"} 1")
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_metric_registered_twice_is_one_family() {
+        let t = Telemetry::new();
+        let a: CounterFamily = t.metric("widget_things", "Things");
+        let b: CounterFamily = t.metric("widget_things", "Things");
+        a.get_or_create(&component("widget", "w/1")).inc();
+        b.get_or_create(&component("widget", "w/1")).inc();
+        let text = t.encode();
+        assert!(
+            text.contains("flamepipe_widget_things_total{widget=\"w/1\"} 2"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE flamepipe_widget_things counter").count(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! Checks across sections, run after every part has parsed: pipelines and
-//! `service.extensions` name defined components, pipelines are complete, the stores
-//! components name are declared, and HTTP addresses and routes do not collide.
+//! `service.extensions` name defined components, each component fits its pipeline's signal,
+//! every connector joins two pipelines, pipelines are complete, the stores components name
+//! are declared, and HTTP addresses and routes do not collide.
 //!
 //! Only components that a pipeline or `service.extensions` uses are checked for stores and
 //! collisions: the others are never built (they get a warning instead, as in the
@@ -9,14 +10,26 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use flamepipe_core::component::Signal;
 use flamepipe_core::store::DEFAULT_STORE;
 
-use super::{Config, Defined, Problem, YamlPath};
+use super::{Config, Defined, Problem, YamlPath, pipeline_signal};
 
 pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warnings: &mut Vec<Problem>) {
     let mut used = BTreeSet::new();
+    // Where each connector is used: as an exporter (its input side) and as a receiver.
+    let mut connector_sides: Vec<(&str, &str)> = Vec::new();
+    for id in &defined.connectors {
+        if defined.receivers.contains(id) || defined.exporters.contains(id) {
+            errors.push(Problem::new(
+                YamlPath::root().key("connectors").key(id),
+                format!("{id:?} is also defined as a receiver or exporter; a connector needs an id of its own"),
+            ));
+        }
+    }
     for (id, pipeline) in &config.service.pipelines {
         let at = YamlPath::root().key("service").key("pipelines").key(id);
+        let signal = pipeline_signal(id);
         for (list, kind, names) in [
             ("receivers", "receiver", &pipeline.receivers),
             ("processors", "processor", &pipeline.processors),
@@ -42,11 +55,24 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
                     ));
                 } else if known.contains(name) {
                     used.insert((kind, name.as_str()));
+                    if let Some(message) = signal_misfit(config, kind, name, signal) {
+                        errors.push(Problem::new(item, message));
+                    }
+                } else if kind != "processor" && defined.connectors.contains(name) {
+                    used.insert(("connector", name.as_str()));
+                    connector_sides.push((name.as_str(), kind));
+                    if let Some(message) = connector_misfit(config, kind, name, signal) {
+                        errors.push(Problem::new(item, message));
+                    }
                 } else {
-                    let defined = if known.is_empty() {
+                    let mut candidates = known.clone();
+                    if kind != "processor" {
+                        candidates.extend(defined.connectors.iter().cloned());
+                    }
+                    let defined = if candidates.is_empty() {
                         "none".to_string()
                     } else {
-                        known.join(", ")
+                        candidates.join(", ")
                     };
                     errors.push(Problem::new(
                         item,
@@ -55,6 +81,19 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
                 }
             }
         }
+    }
+    for id in &defined.connectors {
+        let as_exporter = connector_sides.contains(&(id.as_str(), "exporter"));
+        let as_receiver = connector_sides.contains(&(id.as_str(), "receiver"));
+        let missing = match (as_exporter, as_receiver) {
+            (true, false) => "it is an exporter of a pipeline but no pipeline lists it as a receiver",
+            (false, true) => "it is a receiver of a pipeline but no pipeline lists it as an exporter",
+            _ => continue,
+        };
+        errors.push(Problem::new(
+            YamlPath::root().key("connectors").key(id),
+            format!("connector {id:?} joins two pipelines: {missing}"),
+        ));
     }
     // A receiver in two pipelines hands each batch to both; if they also share an exporter,
     // that exporter would write every profile twice.
@@ -100,6 +139,7 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
         ("receivers", "receiver", &defined.receivers),
         ("processors", "processor", &defined.processors),
         ("exporters", "exporter", &defined.exporters),
+        ("connectors", "connector", &defined.connectors),
         ("extensions", "extension", &defined.extensions),
     ] {
         for id in ids {
@@ -117,6 +157,36 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
     }
     check_stores(config, &used, errors);
     check_addresses(config, &defined.receivers, &used, errors);
+}
+
+/// Why a receiver, processor or exporter cannot be in a pipeline of `signal`, if it cannot.
+fn signal_misfit(config: &Config, kind: &str, id: &str, signal: Signal) -> Option<String> {
+    let signals = match kind {
+        "receiver" => config.receivers.get(id)?.signals(),
+        "processor" => config.processors.get(id)?.instance().ok()?.signals(),
+        _ => config.exporters.get(id)?.signals(),
+    };
+    if signals.contains(&signal) {
+        return None;
+    }
+    let handles = signals.iter().map(|s| s.name()).collect::<Vec<_>>().join(" and ");
+    Some(format!(
+        "{kind} {id:?} handles {handles}, not {signal}: it cannot be in a {signal} pipeline"
+    ))
+}
+
+/// Why a connector cannot be on this side of a pipeline of `signal`, if it cannot.
+fn connector_misfit(config: &Config, kind: &str, id: &str, signal: Signal) -> Option<String> {
+    let (consumes, emits) = config.connectors.get(id)?.signals();
+    match kind {
+        "exporter" if consumes != signal => Some(format!(
+            "connector {id:?} consumes {consumes}: list it as an exporter of a {consumes} pipeline, not of a {signal} one"
+        )),
+        "receiver" if emits != signal => Some(format!(
+            "connector {id:?} emits {emits}: list it as a receiver of a {emits} pipeline, not of a {signal} one"
+        )),
+        _ => None,
+    }
 }
 
 /// Every store a running component names is declared under `storage` (or is the implicit

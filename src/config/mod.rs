@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use flamepipe_core::component::{ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig};
+use flamepipe_core::component::{
+    ConnectorConfig, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig, Signal,
+};
 use flamepipe_core::config::ConfigIssue;
 use yaml_serde::{Mapping, Value};
 
@@ -37,6 +39,8 @@ pub struct Config {
     pub receivers: BTreeMap<String, Box<dyn ReceiverConfig>>,
     pub processors: BTreeMap<String, ProcessorDef>,
     pub exporters: BTreeMap<String, Box<dyn ExporterConfig>>,
+    /// Components that join pipelines: an exporter of one, a receiver of another.
+    pub connectors: BTreeMap<String, Box<dyn ConnectorConfig>>,
     /// Components outside the pipelines (the query API, the compactor); those listed in
     /// `service.extensions` run.
     pub extensions: BTreeMap<String, Box<dyn ExtensionConfig>>,
@@ -197,6 +201,7 @@ pub struct Defined {
     pub receivers: Vec<String>,
     pub processors: Vec<String>,
     pub exporters: Vec<String>,
+    pub connectors: Vec<String>,
     pub extensions: Vec<String>,
 }
 
@@ -207,7 +212,7 @@ struct Loader<'a> {
     defined: Defined,
 }
 
-const SECTIONS: &str = "receivers, processors, exporters, extensions, storage, service";
+const SECTIONS: &str = "receivers, processors, exporters, connectors, extensions, storage, service";
 
 impl Loader<'_> {
     fn load(&mut self, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
@@ -261,6 +266,12 @@ impl Loader<'_> {
                     let parse = l.registry.exporter(type_name)?;
                     l.component(at, v, parse)
                         .map(|c| config.exporters.insert(id.to_string(), c));
+                    Some(())
+                }),
+                "connectors" => self.section(&path, value, "connector", |l, at, id, type_name, v| {
+                    let parse = l.registry.connector(type_name)?;
+                    l.component(at, v, parse)
+                        .map(|c| config.connectors.insert(id.to_string(), c));
                     Some(())
                 }),
                 "extensions" => self.section(&path, value, "extension", |l, at, id, type_name, v| {
@@ -332,6 +343,7 @@ impl Loader<'_> {
             match kind {
                 "receiver" => self.defined.receivers.push(id.clone()),
                 "processor" => self.defined.processors.push(id.clone()),
+                "connector" => self.defined.connectors.push(id.clone()),
                 "extension" => self.defined.extensions.push(id.clone()),
                 _ => self.defined.exporters.push(id.clone()),
             }
@@ -339,6 +351,7 @@ impl Loader<'_> {
                 let known = match kind {
                     "receiver" => registry::names(&self.registry.receivers),
                     "processor" => registry::names(&self.registry.processors),
+                    "connector" => registry::names(&self.registry.connectors),
                     "extension" => registry::names(&self.registry.extensions),
                     _ => registry::names(&self.registry.exporters),
                 };
@@ -498,7 +511,7 @@ impl Loader<'_> {
         let Value::Mapping(map) = value else {
             self.errors.push(Problem::new(
                 path,
-                "expected a mapping of pipeline ids (profiles or profiles/NAME) to pipelines",
+                "expected a mapping of pipeline ids (profiles/NAME or metrics/NAME) to pipelines",
             ));
             return;
         };
@@ -512,18 +525,21 @@ impl Loader<'_> {
             let id = key_text(key);
             let at = path.key(&id);
             match component_type(&id) {
-                Some("profiles") => {}
+                Some(signal) if Signal::from_name(signal).is_some() => {}
                 Some(other) => {
                     self.errors.push(Problem::new(
                         &at,
-                        format!("unsupported pipeline type {other:?}; flamepipe pipelines carry profiles: use profiles or profiles/NAME"),
+                        format!(
+                            "unsupported pipeline type {other:?}; flamepipe pipelines carry profiles or metrics: \
+                             use profiles/NAME or metrics/NAME"
+                        ),
                     ));
                     continue;
                 }
                 None => {
                     self.errors.push(Problem::new(
                         &at,
-                        format!("invalid pipeline id {id:?}; expected profiles or profiles/NAME"),
+                        format!("invalid pipeline id {id:?}; expected profiles/NAME or metrics/NAME"),
                     ));
                     continue;
                 }
@@ -533,6 +549,14 @@ impl Loader<'_> {
             }
         }
     }
+}
+
+/// The signal a pipeline carries, from its id (`metrics/profiles` carries metrics). Loading
+/// refuses every other id, so anything else is profiles.
+pub fn pipeline_signal(id: &str) -> Signal {
+    component_type(id)
+        .and_then(Signal::from_name)
+        .unwrap_or(Signal::Profiles)
 }
 
 /// The type part of a `type` or `type/name` id, if the id is well formed.

@@ -96,12 +96,12 @@ storage:
             "pipeline.yaml: receivers.bogus: unknown receiver type \"bogus\" (known: test, other)",
             "pipeline.yaml: processors.test.flush_interval: invalid duration \"x\" (expected number at 0); expected e.g. \"1s\", \"250ms\"",
             "pipeline.yaml: processors.test/zero.flush_interval: must be greater than 0s, got \"0s\"",
-            "pipeline.yaml: service.pipelines.traces: unsupported pipeline type \"traces\"; flamepipe pipelines carry profiles: use profiles or profiles/NAME",
+            "pipeline.yaml: service.pipelines.traces: unsupported pipeline type \"traces\"; flamepipe pipelines carry profiles or metrics: use profiles/NAME or metrics/NAME",
             "pipeline.yaml: service.telemetry.logs.level: invalid log level \"verbose\"; expected one of trace, debug, info, warn, error",
             "pipeline.yaml: service.shutdown_timeout: must be greater than 0s, got \"0s\"",
             "pipeline.yaml: service.queue_size: must be at least 1",
             "pipeline.yaml: service.tracing: unknown key, expected one of extensions, pipelines, telemetry, queue_size, shutdown_timeout",
-            "pipeline.yaml: compactor: unknown section, expected one of receivers, processors, exporters, extensions, storage, service",
+            "pipeline.yaml: compactor: unknown section, expected one of receivers, processors, exporters, connectors, extensions, storage, service",
             "pipeline.yaml: query: the query API is an extension now: move this section to extensions.query and list query in service.extensions",
             "pipeline.yaml: extensions.test.address: invalid socket address syntax",
             "pipeline.yaml: extensions.bogus: unknown extension type \"bogus\" (known: test)",
@@ -196,7 +196,7 @@ fn structural_problems() {
     assert_eq!(
         errors("[]"),
         [
-            "pipeline.yaml: expected a mapping with the sections receivers, processors, exporters, extensions, storage, service"
+            "pipeline.yaml: expected a mapping with the sections receivers, processors, exporters, connectors, extensions, storage, service"
         ]
     );
     assert_eq!(
@@ -217,7 +217,7 @@ fn structural_problems() {
         errors("receivers: [a]\nservice: { pipelines: { 'profiles/': {} } }"),
         [
             "pipeline.yaml: receivers: expected a mapping of receiver ids to their settings",
-            "pipeline.yaml: service.pipelines.profiles/: invalid pipeline id \"profiles/\"; expected profiles or profiles/NAME",
+            "pipeline.yaml: service.pipelines.profiles/: invalid pipeline id \"profiles/\"; expected profiles/NAME or metrics/NAME",
         ]
     );
     let e = errors("receivers: {a: 1\n");
@@ -326,4 +326,80 @@ fn paths_join_like_yaml() {
     assert_eq!(YamlPath::root().key("a").join("[2].b").to_string(), "a[2].b");
     assert_eq!(YamlPath::root().key("a").join("").to_string(), "a");
     assert!(is_within("a.b[1]", "a.b") && is_within("a.b", "a.b") && !is_within("a.bc", "a.b"));
+}
+
+#[test]
+fn a_connector_joins_a_profiles_pipeline_to_a_metrics_pipeline() {
+    let loaded = load(
+        "
+receivers:
+  test: {}
+exporters:
+  test: {}
+connectors:
+  test/count: {}
+service:
+  pipelines:
+    profiles: { receivers: [test], exporters: [test, test/count] }
+    metrics/profiles: { receivers: [test/count], exporters: [test] }
+",
+    )
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(pipeline_signal("metrics/profiles"), Signal::Metrics);
+    assert_eq!(pipeline_signal("profiles"), Signal::Profiles);
+}
+
+#[test]
+fn components_must_fit_their_pipelines_signal() {
+    let errors = errors(
+        "
+receivers:
+  test: {}
+processors:
+  test: {}
+exporters:
+  test: {}
+connectors:
+  test/count: {}
+  test/half: {}
+service:
+  pipelines:
+    profiles: { receivers: [test, test/count], exporters: [test, test/half] }
+    metrics: { receivers: [test], processors: [test], exporters: [test/count] }
+",
+    );
+    assert_eq!(
+        errors,
+        [
+            "pipeline.yaml: service.pipelines.profiles.receivers[1]: connector \"test/count\" emits metrics: list it as a receiver of a metrics pipeline, not of a profiles one",
+            "pipeline.yaml: service.pipelines.metrics.receivers[0]: receiver \"test\" handles profiles, not metrics: it cannot be in a metrics pipeline",
+            "pipeline.yaml: service.pipelines.metrics.processors[0]: processor \"test\" handles profiles, not metrics: it cannot be in a metrics pipeline",
+            "pipeline.yaml: service.pipelines.metrics.exporters[0]: connector \"test/count\" consumes profiles: list it as an exporter of a profiles pipeline, not of a metrics one",
+            "pipeline.yaml: connectors.test/half: connector \"test/half\" joins two pipelines: it is an exporter of a pipeline but no pipeline lists it as a receiver",
+        ]
+    );
+}
+
+#[test]
+fn a_connector_needs_an_id_of_its_own() {
+    let errors = errors(
+        "
+receivers:
+  test: {}
+exporters:
+  test: {}
+connectors:
+  test: {}
+service:
+  pipelines:
+    profiles: { receivers: [test], exporters: [test] }
+",
+    );
+    assert_eq!(
+        errors,
+        [
+            "pipeline.yaml: connectors.test: \"test\" is also defined as a receiver or exporter; a connector needs an id of its own"
+        ]
+    );
 }

@@ -1,7 +1,17 @@
 //! Configuration of the `blocks` exporter.
+//!
+//! ```yaml
+//! exporters:
+//!   blocks:
+//!     store: local
+//!     timeout: 60s
+//!     sending_queue: { queue_size: 4, num_consumers: 4 }
+//!     retry_on_failure: { initial_interval: 100ms, max_interval: 2s, max_elapsed_time: 5s }
+//! ```
 
 use flamepipe_core::component::{BuildContext, BuildError, Exporter, ExporterConfig};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
+use flamepipe_core::exporter_helper::{QueueSettings, RetrySettings, Settings, WhenFull};
 use flamepipe_core::store::DEFAULT_STORE;
 use serde::Deserialize;
 
@@ -12,30 +22,55 @@ use crate::writer::BlockWriter;
 pub struct Config {
     /// The store blocks go to: an id from the `storage` section. Default `local`.
     pub store: String,
-    /// Attempts after the first failed write of a block. Default 5.
-    pub max_retries: u32,
-    /// Wait before the first retry; doubles each time. Default `100ms`.
-    pub retry_backoff: Duration,
-    /// Blocks encoded and written at once. Default 4.
-    pub max_concurrent_writes: usize,
+    /// One write attempt (encoding excluded). Default `60s`.
+    pub timeout: Duration,
+    /// Segments waiting for a writer, and writers at once. Default 4 and 4; when full, the
+    /// pipeline waits (`block`), so senders get 429 rather than memory growing.
+    pub sending_queue: QueueSettings,
+    /// Retries of a write that failed in a way another attempt may mend (the store's own
+    /// retries, `storage.<id>.max_retries`, come first). Permanent failures (permission
+    /// denied, an invalid path) fail the segment's requests at once. Default: first wait
+    /// `100ms`, at most `2s` apart, give up after `5s`, well within the receivers' ack
+    /// timeout, so the senders hear of a failing store and retry.
+    pub retry_on_failure: RetrySettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             store: DEFAULT_STORE.to_string(),
-            max_retries: 5,
-            retry_backoff: Duration::from_millis(100),
-            max_concurrent_writes: 4,
+            timeout: Duration::from_secs(60),
+            sending_queue: QueueSettings {
+                queue_size: 4,
+                num_consumers: 4,
+                when_full: WhenFull::Block,
+            },
+            retry_on_failure: RetrySettings {
+                initial_interval: Duration::from_millis(100),
+                max_interval: Duration::from_secs(2),
+                max_elapsed_time: Duration::from_secs(5),
+                ..RetrySettings::default()
+            },
+        }
+    }
+}
+
+impl Config {
+    pub fn helper_settings(&self) -> Settings {
+        Settings {
+            timeout: self.timeout,
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
         }
     }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        if self.max_concurrent_writes == 0 {
-            issues.push(ConfigIssue::new("max_concurrent_writes", "must be at least 1"));
+        let mut issues = self.sending_queue.validate("sending_queue");
+        issues.extend(self.retry_on_failure.validate("retry_on_failure"));
+        if self.timeout.is_zero() {
+            issues.push(ConfigIssue::new("timeout", "must be greater than 0s"));
         }
         issues
     }
@@ -46,11 +81,8 @@ impl ExporterConfig for Config {
         vec![&self.store]
     }
 
-    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
-        let store = ctx.stores.open(&self.store).map_err(|e| BuildError {
-            component: ctx.id.to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(Box::new(BlockWriter::new(*self, store, ctx)))
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
+        let store = ctx.stores.open(&self.store).map_err(|e| ctx.error(e))?;
+        Ok(Box::new(BlockWriter::new(self.clone(), store, ctx)))
     }
 }

@@ -1,15 +1,17 @@
-//! The writer task: encode, put with retries, acknowledge.
+//! The writer: encodes each segment into a block once, puts it, and acknowledges; the
+//! sending queue, retries and timeout are the shared exporter helper's.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use flamepipe_core::Profile;
 use flamepipe_core::block::{BlockBuilder, EncodedBlock, block_path};
-use flamepipe_core::component::{Batch, BoxFuture, BuildContext, Exporter};
+use flamepipe_core::component::{Batch, BoxFuture, BuildContext, Exporter, Signal};
+use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError, Request};
 use flamepipe_core::telemetry::Telemetry;
-use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tokio::sync::{OnceCell, mpsc};
+use tracing::debug;
 use ulid::Ulid;
 
 use crate::config::Config;
@@ -17,8 +19,7 @@ use crate::config::Config;
 pub struct BlockWriter {
     config: Config,
     store: Arc<dyn ObjectStore>,
-    id: Arc<str>,
-    telemetry: Arc<Telemetry>,
+    ctx: BuildContext,
 }
 
 impl BlockWriter {
@@ -26,97 +27,122 @@ impl BlockWriter {
         BlockWriter {
             config,
             store,
-            id: Arc::clone(&ctx.id),
-            telemetry: Arc::clone(&ctx.telemetry),
+            ctx: ctx.clone(),
+        }
+    }
+}
+
+/// A segment in the sending queue: its requests' acknowledgements, and its block once
+/// encoded (a retry puts the same bytes under the same id).
+pub struct PendingBlock {
+    batch: Batch,
+    profile_count: usize,
+    profiles: Mutex<Option<Vec<Profile>>>,
+    encoded: OnceCell<Result<(Ulid, Bytes), String>>,
+}
+
+impl PendingBlock {
+    fn new(mut batch: Batch) -> Self {
+        let profiles = std::mem::take(&mut batch.profiles);
+        PendingBlock {
+            batch,
+            profile_count: profiles.len(),
+            profiles: Mutex::new(Some(profiles)),
+            encoded: OnceCell::new(),
         }
     }
 
-    async fn run_loop(self, mut input: mpsc::Receiver<Batch>) {
-        let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(this.config.max_concurrent_writes));
-        let mut writes = JoinSet::new();
-        while let Some(batch) = input.recv().await {
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                break;
-            };
-            let this = Arc::clone(&this);
-            writes.spawn(async move {
-                this.write(batch).await;
-                drop(permit);
-            });
-            while writes.try_join_next().is_some() {}
-        }
-        while writes.join_next().await.is_some() {}
-        debug!(component = %this.id, "blocks exporter drained");
-    }
-
-    async fn write(&self, mut batch: Batch) {
-        if batch.profiles.is_empty() {
-            return batch.done();
-        }
-        // Only the profiles go to the encoder: the acks stay here, so that whatever happens
-        // there (even a panic) they are answered.
-        let (tenant, profiles) = (batch.tenant.to_string(), std::mem::take(&mut batch.profiles));
-        let id = Ulid::new();
-        let encoded = tokio::task::spawn_blocking(move || {
-            let mut builder = BlockBuilder::new(tenant, 0);
-            for p in &profiles {
-                builder.add(p);
-            }
-            builder.finish(id)
-        })
-        .await;
-        let block = match encoded {
-            Ok(Ok(block)) => block,
-            Ok(Err(e)) => return self.give_up(&batch, &e.to_string()),
-            Err(e) => return self.give_up(&batch, &format!("block encoding failed: {e}")),
-        };
-        let EncodedBlock { meta, bytes } = block;
-        let size = bytes.len();
-        match self
-            .put_with_retries(
-                &block_path(&batch.tenant, id),
-                PutPayload::from(bytes::Bytes::from(bytes)),
-            )
-            .await
-        {
-            Ok(()) => {
-                self.telemetry.block_written(&self.id, size as u64);
-                debug!(component = %self.id, block = %meta.id, tenant = %meta.tenant,
-                    profiles = meta.profile_count, bytes = size, "block written");
-                batch.done();
-            }
-            Err(e) => self.give_up(&batch, &e),
-        }
-    }
-
-    async fn put_with_retries(&self, path: &Path, payload: PutPayload) -> Result<(), String> {
-        let mut backoff = self.config.retry_backoff.0;
-        let mut attempt = 0;
-        loop {
-            match self.store.put(path, payload.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < self.config.max_retries => {
-                    attempt += 1;
-                    warn!(component = %self.id, block = %path, attempt, error = %e, "block write failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+    /// Encodes off the runtime, the first time. Only the profiles go to the encoder: the
+    /// acks stay here, so that whatever happens there (even a panic) they are answered.
+    async fn encoded(&self) -> &Result<(Ulid, Bytes), String> {
+        self.encoded
+            .get_or_init(|| async {
+                let profiles = self
+                    .profiles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default();
+                let tenant = self.batch.tenant.to_string();
+                let id = Ulid::new();
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let mut builder = BlockBuilder::new(tenant, 0);
+                    for p in &profiles {
+                        builder.add(p);
+                    }
+                    builder.finish(id)
+                })
+                .await;
+                match encoded {
+                    Ok(Ok(EncodedBlock { bytes, .. })) => Ok((id, Bytes::from(bytes))),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("block encoding failed: {e}")),
                 }
-                Err(e) => return Err(format!("writing block {path}: {e}")),
+            })
+            .await
+    }
+}
+
+impl Request for PendingBlock {
+    const SIGNAL: Signal = Signal::Profiles;
+    fn items(&self) -> usize {
+        self.profile_count
+    }
+    fn done(self) {
+        self.batch.done();
+    }
+    fn fail(&self, error: &str) {
+        self.batch.fail(error);
+    }
+}
+
+struct Put {
+    store: Arc<dyn ObjectStore>,
+    id: Arc<str>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Deliver<PendingBlock> for Put {
+    async fn deliver(&self, pending: &PendingBlock) -> Result<Delivered, ExportError> {
+        if pending.profile_count == 0 {
+            return Ok(Delivered::default());
+        }
+        let (id, bytes) = match pending.encoded().await {
+            Ok(encoded) => encoded,
+            Err(e) => return Err(ExportError::Permanent(e.clone())),
+        };
+        let path = block_path(&pending.batch.tenant, *id);
+        let result = self.store.put(&path, PutPayload::from(bytes.clone())).await;
+        match result {
+            Ok(_) => {
+                self.telemetry.block_written(&self.id, bytes.len() as u64);
+                debug!(component = %self.id, block = %id, tenant = %pending.batch.tenant,
+                    profiles = pending.profile_count, bytes = bytes.len(), "block written");
+                Ok(Delivered::default())
+            }
+            Err(e) => {
+                self.telemetry.write_failed(&self.id);
+                let message = format!("writing block {path}: {e}");
+                Err(if flamepipe_core::store::layers::is_transient(&e) {
+                    ExportError::retryable(message)
+                } else {
+                    ExportError::Permanent(message)
+                })
             }
         }
-    }
-
-    fn give_up(&self, batch: &Batch, error: &str) {
-        self.telemetry.write_failed(&self.id);
-        warn!(component = %self.id, tenant = %batch.tenant, error, "block not written; failing its requests");
-        batch.fail(error);
     }
 }
 
 impl Exporter for BlockWriter {
     fn run(self: Box<Self>, input: mpsc::Receiver<Batch>) -> BoxFuture {
-        Box::pin(self.run_loop(input))
+        Box::pin(async move {
+            let put = Put {
+                store: self.store,
+                id: Arc::clone(&self.ctx.id),
+                telemetry: Arc::clone(&self.ctx.telemetry),
+            };
+            exporter_helper::run(&self.ctx, self.config.helper_settings(), put, input, PendingBlock::new).await;
+        })
     }
 }
 
@@ -165,7 +191,7 @@ mod tests {
             store: "t".into(),
             ..Config::default()
         };
-        let exporter = Box::new(config).build(&ctx).unwrap();
+        let exporter = config.build(&ctx).unwrap();
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(exporter.run(rx));
         let (ack, waiter) = Ack::new();

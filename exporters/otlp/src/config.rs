@@ -7,14 +7,19 @@
 //!     compression: gzip          # or none
 //!     headers: { X-Scope-OrgID: team-a }
 //!     timeout: 10s
+//!     sending_queue: { queue_size: 64, num_consumers: 4 }
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 5s, max_elapsed_time: 60s }
-//!     max_concurrent_requests: 4
 //! ```
+//!
+//! Queueing, retries and the timeout are the shared exporter helper's. Retried: the codes
+//! the OTLP specification calls retryable (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
+//! ABORTED, CANCELLED) and transport errors; any other code fails the batch at once.
 
 use std::collections::BTreeMap;
 
 use flamepipe_core::component::{BuildContext, BuildError, Exporter, ExporterConfig};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
+use flamepipe_core::exporter_helper::{QueueSettings, RetrySettings, Settings, WhenFull};
 use serde::Deserialize;
 
 use crate::forward::Forwarder;
@@ -29,27 +34,6 @@ pub enum Compression {
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Retry {
-    /// First wait after a retryable failure (UNAVAILABLE, RESOURCE_EXHAUSTED, a transport error).
-    pub initial_interval: Duration,
-    /// Longest wait between attempts; waits double up to it.
-    pub max_interval: Duration,
-    /// After this long in retries the batch fails (and its senders get an error).
-    pub max_elapsed_time: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            initial_interval: Duration::from_millis(100),
-            max_interval: Duration::from_secs(5),
-            max_elapsed_time: Duration::from_secs(60),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The receiving gRPC endpoint, `http://host:port`. Default `http://127.0.0.1:4317`.
     pub endpoint: String,
@@ -60,9 +44,11 @@ pub struct Config {
     pub headers: BTreeMap<String, String>,
     /// Per attempt. Default `10s`.
     pub timeout: Duration,
-    pub retry_on_failure: Retry,
-    /// Batches in flight at once. Default 4.
-    pub max_concurrent_requests: usize,
+    /// Batches waiting to be sent (default 64) and sent at once (default 4); when full, the
+    /// pipeline waits (`block`), so senders get 429.
+    pub sending_queue: QueueSettings,
+    /// Default: first wait `100ms`, at most `5s` apart, give up after `60s`.
+    pub retry_on_failure: RetrySettings,
 }
 
 impl Default for Config {
@@ -72,8 +58,17 @@ impl Default for Config {
             compression: Compression::Gzip,
             headers: BTreeMap::new(),
             timeout: Duration::from_secs(10),
-            retry_on_failure: Retry::default(),
-            max_concurrent_requests: 4,
+            sending_queue: QueueSettings {
+                queue_size: 64,
+                num_consumers: 4,
+                when_full: WhenFull::Block,
+            },
+            retry_on_failure: RetrySettings {
+                initial_interval: Duration::from_millis(100),
+                max_interval: Duration::from_secs(5),
+                max_elapsed_time: Duration::from_secs(60),
+                ..RetrySettings::default()
+            },
         }
     }
 }
@@ -102,19 +97,25 @@ impl Validate for Config {
         if self.timeout.is_zero() {
             issues.push(ConfigIssue::new("timeout", "must be greater than 0s"));
         }
-        if self.max_concurrent_requests == 0 {
-            issues.push(ConfigIssue::new("max_concurrent_requests", "must be at least 1"));
-        }
+        issues.extend(self.sending_queue.validate("sending_queue"));
+        issues.extend(self.retry_on_failure.validate("retry_on_failure"));
         issues
     }
 }
 
+impl Config {
+    pub fn helper_settings(&self) -> Settings {
+        Settings {
+            timeout: self.timeout,
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+        }
+    }
+}
+
 impl ExporterConfig for Config {
-    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
-        let forwarder = Forwarder::new(*self, ctx).map_err(|message| BuildError {
-            component: ctx.id.to_string(),
-            message,
-        })?;
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
+        let forwarder = Forwarder::new(self.clone(), ctx).map_err(|message| ctx.error(message))?;
         Ok(Box::new(forwarder))
     }
 }

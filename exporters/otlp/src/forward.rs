@@ -1,29 +1,23 @@
-//! The exporter task: encode each batch, send it, retry what can be retried, then answer the
-//! batch's senders (done only after the receiving end accepted it).
-
-use std::sync::Arc;
-use std::time::Instant;
+//! The exporter: encodes each batch and sends it; the sending queue, retries and timeout are
+//! the shared exporter helper's, and the batch's senders are answered only after the
+//! receiving end accepted it.
 
 use flamepipe_core::component::{Batch, BoxFuture, BuildContext, Exporter};
-use flamepipe_core::telemetry::Telemetry;
+use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError};
 use flamepipe_core::tenant::TENANT_HEADER;
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use tracing::{debug, warn};
 
 use crate::config::{Compression, Config};
 use crate::encode::encode;
 
 pub struct Forwarder {
     config: Config,
-    id: Arc<str>,
-    telemetry: Arc<Telemetry>,
+    ctx: BuildContext,
     client: ProfilesServiceClient<Channel>,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
 }
@@ -51,94 +45,71 @@ impl Forwarder {
             .collect::<Result<_, String>>()?;
         Ok(Forwarder {
             config,
-            id: Arc::clone(&ctx.id),
-            telemetry: Arc::clone(&ctx.telemetry),
+            ctx: ctx.clone(),
             client,
             headers,
         })
     }
+}
 
-    async fn run_loop(self, mut input: mpsc::Receiver<Batch>) {
-        let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(this.config.max_concurrent_requests));
-        let mut sends = JoinSet::new();
-        while let Some(batch) = input.recv().await {
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                break;
-            };
-            let this = Arc::clone(&this);
-            sends.spawn(async move {
-                this.forward(batch).await;
-                drop(permit);
-            });
-            while sends.try_join_next().is_some() {}
-        }
-        while sends.join_next().await.is_some() {}
-        debug!(component = %this.id, "otlp exporter drained");
-    }
+/// One attempt at the `Export` call.
+struct Export {
+    endpoint: String,
+    client: ProfilesServiceClient<Channel>,
+    headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+}
 
-    async fn forward(&self, batch: Batch) {
+impl Deliver<Batch> for Export {
+    async fn deliver(&self, batch: &Batch) -> Result<Delivered, ExportError> {
         if batch.profiles.is_empty() {
-            return batch.done();
+            return Ok(Delivered::default());
         }
-        let request = encode(&batch.profiles);
-        match self.send(&batch.tenant, request).await {
-            Ok(()) => batch.done(),
-            Err(status) => {
-                self.telemetry.write_failed(&self.id);
-                warn!(component = %self.id, code = ?status.code(), error = %status.message(), "export failed");
-                batch.fail(&format!(
-                    "forwarding to {} failed: {}: {}",
-                    self.config.endpoint,
-                    status.code(),
-                    status.message()
-                ));
-            }
+        let mut call = tonic::Request::new(encode(&batch.profiles));
+        let metadata = call.metadata_mut();
+        if let Ok(value) = batch.tenant.parse() {
+            metadata.insert(TENANT_HEADER, value);
+        }
+        for (k, v) in &self.headers {
+            metadata.insert(k.clone(), v.clone());
+        }
+        match self.client.clone().export(call).await {
+            Ok(response) => Ok(match response.into_inner().partial_success {
+                Some(partial) if partial.rejected_profiles > 0 => Delivered {
+                    refused: usize::try_from(partial.rejected_profiles).unwrap_or(usize::MAX),
+                    reason: partial.error_message,
+                },
+                _ => Delivered::default(),
+            }),
+            Err(status) => Err(classify(&self.endpoint, &status)),
         }
     }
+}
 
-    /// Sends with retries on the codes the OTLP spec calls retryable.
-    async fn send(&self, tenant: &str, request: ExportProfilesServiceRequest) -> Result<(), Status> {
-        let retry = &self.config.retry_on_failure;
-        let started = Instant::now();
-        let mut wait = retry.initial_interval.0;
-        loop {
-            let mut call = tonic::Request::new(request.clone());
-            let metadata = call.metadata_mut();
-            if let Ok(value) = tenant.parse() {
-                metadata.insert(TENANT_HEADER, value);
-            }
-            for (k, v) in &self.headers {
-                metadata.insert(k.clone(), v.clone());
-            }
-            let status = match self.client.clone().export(call).await {
-                Ok(response) => {
-                    if let Some(partial) = response.into_inner().partial_success
-                        && partial.rejected_profiles > 0
-                    {
-                        warn!(component = %self.id, rejected = partial.rejected_profiles,
-                            error = %partial.error_message, "the receiving end rejected some profiles");
-                    }
-                    return Ok(());
-                }
-                Err(status) => status,
-            };
-            let retryable = matches!(
-                status.code(),
-                Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled
-            );
-            if !retryable || started.elapsed() + wait > retry.max_elapsed_time.0 {
-                return Err(status);
-            }
-            debug!(component = %self.id, code = ?status.code(), ?wait, "export failed; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(retry.max_interval.0);
+/// The codes the OTLP specification calls retryable are retried; the others are final.
+fn classify(endpoint: &str, status: &Status) -> ExportError {
+    let message = format!(
+        "forwarding to {endpoint} failed: {}: {}",
+        status.code(),
+        status.message()
+    );
+    match status.code() {
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => {
+            ExportError::retryable(message)
         }
+        _ => ExportError::Permanent(message),
     }
 }
 
 impl Exporter for Forwarder {
     fn run(self: Box<Self>, input: mpsc::Receiver<Batch>) -> BoxFuture {
-        Box::pin(self.run_loop(input))
+        Box::pin(async move {
+            let settings = self.config.helper_settings();
+            let export = Export {
+                endpoint: self.config.endpoint.clone(),
+                client: self.client,
+                headers: self.headers,
+            };
+            exporter_helper::run(&self.ctx, settings, export, input, std::convert::identity).await;
+        })
     }
 }
