@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the flamepipe integration tests need:
 #   - go (Debian golang-go) for `go tool pprof`
+#   - prometheus and victoria-metrics (Debian packages), remote-write receivers for the
+#     metrics exporter's tests (the tests start their own instances on 127.0.0.1)
 #   - integration/.venv         with pyroscope-io 1.x  (requirements.txt)
 #   - integration/.venv-legacy  with pyroscope-io 0.8.x (requirements-legacy.txt)
 #   - integration/.venv-otel    with the OpenTelemetry Python profiling SDK (requirements-otel.txt)
@@ -60,6 +62,7 @@ stamp_key() {
 
 everything_present() {
   command -v go >/dev/null 2>&1 &&
+    command -v prometheus >/dev/null 2>&1 && command -v victoria-metrics >/dev/null 2>&1 &&
     [ -x .venv/bin/python ] && [ -x .venv-legacy/bin/python ] &&
     [ -x .venv-otel/bin/python ] && [ -x .venv-otlp/bin/python ] &&
     [ -x .venv-prof/bin/py-spy ] && [ -x .venv-prof/bin/pyinstrument ] &&
@@ -88,6 +91,19 @@ else
   command -v go >/dev/null 2>&1 || die "go still not on PATH after installing golang-go"
   log "golang-go installed ($(go version | cut -d' ' -f3))"
 fi
+
+# 1b. Prometheus and VictoriaMetrics. Their packages ship services; the tests run their own
+# instances, so the packaged ones are stopped where a service manager started them.
+for pkg in prometheus victoria-metrics; do
+  if ! command -v "$pkg" >/dev/null 2>&1; then
+    apt_install "$pkg"
+    command -v "$pkg" >/dev/null 2>&1 || die "$pkg still not on PATH after installing it"
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now "$pkg" >/dev/null 2>&1 || true
+    fi
+  fi
+done
+log "$(prometheus --version 2>&1 | head -1); victoria-metrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)"
 
 # 2. Python venvs.
 make_venv() { # make_venv DIR REQFILE

@@ -108,9 +108,56 @@ pub enum WhenFull {
     DropOldest,
 }
 
-/// `sending_queue`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// `sending_queue` as written: what is left out takes the exporter's default
+/// ([`QueueConfig::or`]).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub queue_size: Option<usize>,
+    pub num_consumers: Option<usize>,
+    pub when_full: Option<WhenFull>,
+}
+
+impl QueueConfig {
+    /// The settings, with the exporter's `defaults` for what the config leaves out.
+    pub fn or(&self, defaults: QueueSettings) -> QueueSettings {
+        QueueSettings {
+            queue_size: self.queue_size.unwrap_or(defaults.queue_size),
+            num_consumers: self.num_consumers.unwrap_or(defaults.num_consumers),
+            when_full: self.when_full.unwrap_or(defaults.when_full),
+        }
+    }
+}
+
+/// `retry_on_failure` as written: what is left out takes the exporter's default
+/// ([`RetryConfig::or`]).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub enabled: Option<bool>,
+    pub initial_interval: Option<Duration>,
+    pub randomization_factor: Option<f64>,
+    pub multiplier: Option<f64>,
+    pub max_interval: Option<Duration>,
+    pub max_elapsed_time: Option<Duration>,
+}
+
+impl RetryConfig {
+    /// The settings, with the exporter's `defaults` for what the config leaves out.
+    pub fn or(&self, defaults: RetrySettings) -> RetrySettings {
+        RetrySettings {
+            enabled: self.enabled.unwrap_or(defaults.enabled),
+            initial_interval: self.initial_interval.unwrap_or(defaults.initial_interval),
+            randomization_factor: self.randomization_factor.unwrap_or(defaults.randomization_factor),
+            multiplier: self.multiplier.unwrap_or(defaults.multiplier),
+            max_interval: self.max_interval.unwrap_or(defaults.max_interval),
+            max_elapsed_time: self.max_elapsed_time.unwrap_or(defaults.max_elapsed_time),
+        }
+    }
+}
+
+/// The sending queue's settings.
+#[derive(Clone, Debug, PartialEq)]
 pub struct QueueSettings {
     /// Batches held waiting for a worker. Default 1000.
     pub queue_size: usize,
@@ -143,9 +190,8 @@ impl QueueSettings {
     }
 }
 
-/// `retry_on_failure`, with the Collector's defaults.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// The retry settings; the default is the Collector's.
+#[derive(Clone, Debug, PartialEq)]
 pub struct RetrySettings {
     pub enabled: bool,
     /// The first wait. Default `5s`.
@@ -208,12 +254,25 @@ impl RetrySettings {
     }
 }
 
-/// The three settings together, as an exporter's config holds them.
+/// The three settings together, resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub timeout: Duration,
     pub queue: QueueSettings,
     pub retry: RetrySettings,
+}
+
+impl Settings {
+    /// Checks of the resolved settings, with the YAML paths of their keys.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.timeout.is_zero() {
+            issues.push(ConfigIssue::new("timeout", "must be greater than 0s"));
+        }
+        issues.extend(self.queue.validate("sending_queue"));
+        issues.extend(self.retry.validate("retry_on_failure"));
+        issues
+    }
 }
 
 /// The metrics every exporter reports, labelled `exporter` and `signal`.
@@ -528,6 +587,34 @@ mod tests {
         let mut batch = MetricsBatch::new(tenant, vec![point]);
         batch.acks.push(ack);
         (batch, waiter)
+    }
+
+    #[test]
+    fn settings_left_out_take_the_exporters_defaults() {
+        let written = QueueConfig {
+            queue_size: Some(3),
+            ..QueueConfig::default()
+        };
+        let defaults = QueueSettings {
+            queue_size: 1000,
+            num_consumers: 1,
+            when_full: WhenFull::DropOldest,
+        };
+        assert_eq!(
+            written.or(defaults),
+            QueueSettings {
+                queue_size: 3,
+                num_consumers: 1,
+                when_full: WhenFull::DropOldest,
+            }
+        );
+        let retry = RetryConfig {
+            max_elapsed_time: Some(Duration::from_secs(1)),
+            ..RetryConfig::default()
+        }
+        .or(RetrySettings::default());
+        assert_eq!(retry.max_elapsed_time, Duration::from_secs(1));
+        assert_eq!(retry.initial_interval, RetrySettings::default().initial_interval);
     }
 
     #[tokio::test]

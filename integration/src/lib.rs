@@ -9,6 +9,7 @@
 //! the test with a message; with `CI=true` it fails the test.
 
 pub mod measure;
+pub mod metrics_store;
 pub mod moto;
 pub mod pprof_ref;
 pub mod process;

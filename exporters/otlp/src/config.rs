@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use flamepipe_core::component::{BuildContext, BuildError, Exporter, ExporterConfig};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
-use flamepipe_core::exporter_helper::{QueueSettings, RetrySettings, Settings, WhenFull};
+use flamepipe_core::exporter_helper::{QueueConfig, QueueSettings, RetryConfig, RetrySettings, Settings, WhenFull};
 use serde::Deserialize;
 
 use crate::forward::Forwarder;
@@ -46,9 +46,9 @@ pub struct Config {
     pub timeout: Duration,
     /// Batches waiting to be sent (default 64) and sent at once (default 4); when full, the
     /// pipeline waits (`block`), so senders get 429.
-    pub sending_queue: QueueSettings,
+    pub sending_queue: QueueConfig,
     /// Default: first wait `100ms`, at most `5s` apart, give up after `60s`.
-    pub retry_on_failure: RetrySettings,
+    pub retry_on_failure: RetryConfig,
 }
 
 impl Default for Config {
@@ -58,17 +58,8 @@ impl Default for Config {
             compression: Compression::Gzip,
             headers: BTreeMap::new(),
             timeout: Duration::from_secs(10),
-            sending_queue: QueueSettings {
-                queue_size: 64,
-                num_consumers: 4,
-                when_full: WhenFull::Block,
-            },
-            retry_on_failure: RetrySettings {
-                initial_interval: Duration::from_millis(100),
-                max_interval: Duration::from_secs(5),
-                max_elapsed_time: Duration::from_secs(60),
-                ..RetrySettings::default()
-            },
+            sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
         }
     }
 }
@@ -94,21 +85,28 @@ impl Validate for Config {
                 issues.push(ConfigIssue::new(format!("headers.{name}"), "not a valid header name"));
             }
         }
-        if self.timeout.is_zero() {
-            issues.push(ConfigIssue::new("timeout", "must be greater than 0s"));
-        }
-        issues.extend(self.sending_queue.validate("sending_queue"));
-        issues.extend(self.retry_on_failure.validate("retry_on_failure"));
+
+        issues.extend(self.helper_settings().validate());
         issues
     }
 }
 
 impl Config {
+    /// The exporter helper's settings: what the config says, else this exporter's defaults.
     pub fn helper_settings(&self) -> Settings {
         Settings {
             timeout: self.timeout,
-            queue: self.sending_queue.clone(),
-            retry: self.retry_on_failure.clone(),
+            queue: self.sending_queue.or(QueueSettings {
+                queue_size: 64,
+                num_consumers: 4,
+                when_full: WhenFull::Block,
+            }),
+            retry: self.retry_on_failure.or(RetrySettings {
+                initial_interval: Duration::from_millis(100),
+                max_interval: Duration::from_secs(5),
+                max_elapsed_time: Duration::from_secs(60),
+                ..RetrySettings::default()
+            }),
         }
     }
 }

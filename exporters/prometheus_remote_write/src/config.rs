@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use flamepipe_core::component::{BuildContext, BuildError, Exporter, ExporterConfig, Signal};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
-use flamepipe_core::exporter_helper::{QueueSettings, RetrySettings, Settings, WhenFull};
+use flamepipe_core::exporter_helper::{QueueConfig, QueueSettings, RetryConfig, RetrySettings, Settings, WhenFull};
 use flamepipe_core::metric::MetricsBatch;
 use serde::Deserialize;
 
@@ -40,10 +40,10 @@ pub struct Config {
     pub timeout: Duration,
     /// Default 1000 requests, one sender (requests of one series stay in order), and
     /// `drop_oldest` when full: a counter's newer points carry what the dropped ones did.
-    pub sending_queue: QueueSettings,
+    pub sending_queue: QueueConfig,
     /// Retried: 5xx, 429 (after its `Retry-After`) and connection failures. Default: first
     /// wait `1s`, at most `30s` apart, give up after `5m`.
-    pub retry_on_failure: RetrySettings,
+    pub retry_on_failure: RetryConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -62,25 +62,26 @@ impl Default for Config {
             max_samples_per_send: 2000,
             batch_send_deadline: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
-            sending_queue: QueueSettings {
-                queue_size: 1000,
-                num_consumers: 1,
-                when_full: WhenFull::DropOldest,
-            },
-            retry_on_failure: RetrySettings {
-                initial_interval: Duration::from_secs(1),
-                ..RetrySettings::default()
-            },
+            sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
         }
     }
 }
 
 impl Config {
+    /// The exporter helper's settings: what the config says, else this exporter's defaults.
     pub fn helper_settings(&self) -> Settings {
         Settings {
             timeout: self.timeout,
-            queue: self.sending_queue.clone(),
-            retry: self.retry_on_failure.clone(),
+            queue: self.sending_queue.or(QueueSettings {
+                queue_size: 1000,
+                num_consumers: 1,
+                when_full: WhenFull::DropOldest,
+            }),
+            retry: self.retry_on_failure.or(RetrySettings {
+                initial_interval: Duration::from_secs(1),
+                ..RetrySettings::default()
+            }),
         }
     }
 }
@@ -119,11 +120,7 @@ impl Validate for Config {
         if self.batch_send_deadline.is_zero() {
             issues.push(ConfigIssue::new("batch_send_deadline", "must be greater than 0s"));
         }
-        if self.timeout.is_zero() {
-            issues.push(ConfigIssue::new("timeout", "must be greater than 0s"));
-        }
-        issues.extend(self.sending_queue.validate("sending_queue"));
-        issues.extend(self.retry_on_failure.validate("retry_on_failure"));
+        issues.extend(self.helper_settings().validate());
         issues
     }
 }

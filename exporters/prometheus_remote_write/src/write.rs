@@ -6,11 +6,12 @@
 //!
 //! - 2xx: stored.
 //! - 5xx, 429 and connection failures: retried, after `Retry-After` when given.
-//! - 400 saying a sample is out of order, out of bounds, too old or a duplicate: Prometheus
-//!   rejects (and rolls back) the whole request for one such sample, so the request is split
-//!   in halves until the refused series are found; they are dropped and counted, the rest is
-//!   stored. Sending again what was stored is harmless: a sample repeated with the same
-//!   value is accepted.
+//! - an error saying a sample is out of order, out of bounds, too old or a duplicate, with
+//!   whatever status (Prometheus 2.42 uses 500 for a sample outside its out-of-order window,
+//!   400 for one out of order; Mimir 400): Prometheus rejects (and rolls back) the whole
+//!   request for one such sample, so the request is split in halves until the refused series
+//!   are found; they are dropped and counted, the rest is stored. Sending again what was
+//!   stored is harmless: a sample repeated with the same value is accepted.
 //! - any other 4xx: permanent, the request is dropped and counted as failed.
 
 use std::future::Future;
@@ -243,10 +244,13 @@ impl Post {
             .map(Duration::from_secs);
         let body = response.text().await.unwrap_or_default();
         let message = format!("{} answered {status}: {}", self.endpoint, body.trim());
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            Answer::Failed(ExportError::Retryable { message, retry_after })
-        } else if status == StatusCode::BAD_REQUEST && is_refused_sample(&body) {
+        // Receivers differ in the status of a refused sample: Prometheus 2.42 answers 500 for
+        // a sample outside its out-of-order window (400 for one out of order within a
+        // series), Mimir 400. The body decides, whatever the status.
+        if is_refused_sample(&body) {
             Answer::Refused(body.trim().to_string())
+        } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Answer::Failed(ExportError::Retryable { message, retry_after })
         } else {
             Answer::Failed(ExportError::Permanent(message))
         }
@@ -285,8 +289,8 @@ impl Post {
     }
 }
 
-/// Whether a 400's body says samples were refused as data rather than the request being
-/// malformed: Prometheus' and Mimir's wordings.
+/// Whether an error's body says samples were refused as data rather than the request being
+/// malformed or the receiver failing: Prometheus' and Mimir's wordings.
 fn is_refused_sample(body: &str) -> bool {
     let body = body.to_ascii_lowercase();
     [

@@ -1,0 +1,387 @@
+//! Metrics from profiles end to end: the `profile_metrics` connector and the
+//! `prometheus_remote_write` exporter against a real Prometheus and a real VictoriaMetrics,
+//! checked against `go tool pprof` on the same files.
+//!
+//! The profiles are real Go CPU profiles from the fixtures, with their start time moved to a
+//! few minutes ago (a remote-write receiver keeps recent data; the counters carry the
+//! profile's time).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flamepipe_core::formats::pprof::proto;
+use flamepipe_integration::metrics_store::MetricsStore;
+use flamepipe_integration::process::post_binary;
+use flamepipe_integration::{Flamepipe, fixture, go_tool};
+use prost::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+/// The fixture's pprof with its start time set to `time_ns`, as an uncompressed body.
+fn restamped(file: &Path, time_ns: i64) -> Vec<u8> {
+    let bytes = std::fs::read(file).unwrap();
+    let raw = flamepipe_core::body::maybe_gunzip(&bytes, 256 << 20).unwrap();
+    let mut profile = proto::Profile::decode(raw.as_ref()).unwrap();
+    profile.time_nanos = time_ns;
+    profile.encode_to_vec()
+}
+
+/// `go tool pprof -top -cum` of a CPU profile: the total and one function's cum, in seconds.
+fn go_top_cum(go: &Path, file: &Path, function: &str) -> (f64, Option<f64>) {
+    let out = Command::new(go)
+        .args([
+            "tool",
+            "pprof",
+            "-symbolize=none",
+            "-top",
+            "-cum",
+            "-unit=ns",
+            "-nodefraction=0",
+            "-nodecount=1000000",
+        ])
+        .arg(file)
+        .output()
+        .expect("go tool pprof");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ns = |s: &str| s.trim_end_matches("ns").parse::<f64>().unwrap_or(0.0) / 1e9;
+    let total = text
+        .lines()
+        .find_map(|l| l.split(" of ").nth(1)?.strip_suffix(" total").map(ns))
+        .expect("a total line");
+    let cum = text.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.len() == 6 && cols[5] == function).then(|| ns(cols[3]))
+    });
+    (total, cum)
+}
+
+fn ingest(fp: &Flamepipe, app: &str, body: &[u8]) {
+    let (status, text, _) = post_binary(
+        &format!(
+            "{}/ingest?name={}&format=pprof",
+            fp.url,
+            flamepipe_integration::query_client::enc(app)
+        ),
+        "application/octet-stream",
+        body,
+        &[],
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+/// The connector and pipelines exactly as the configuration reference shows them, with the
+/// remote-write endpoints of the test's receivers.
+fn config(data: &Path, prometheus: &str, victoria: &str) -> String {
+    format!(
+        r#"
+receivers:
+  pyroscope: {{ address: "127.0.0.1:0" }}
+processors:
+  dedup: {{}}
+  segment: {{}}
+exporters:
+  blocks: {{ store: local }}
+  prometheus_remote_write/prom:
+    endpoint: {prometheus}
+    batch_send_deadline: 200ms
+  prometheus_remote_write/vm:
+    endpoint: {victoria}
+    batch_send_deadline: 200ms
+connectors:
+  profile_metrics/cpu:
+    step: 15s
+    rules:
+      - metric: profile_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        match: '{{service_name=~"checkout|cart"}}'
+        group_by: [service_name, region]
+      - metric: profile_function_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: {{ name: "runtime.mallocgc", mode: total }}
+        group_by: [service_name]
+storage:
+  local: {{ url: "file://{data}" }}
+service:
+  pipelines:
+    profiles/default:
+      receivers: [pyroscope]
+      processors: [dedup, segment]
+      exporters: [blocks, profile_metrics/cpu]
+    metrics/profiles:
+      receivers: [profile_metrics/cpu]
+      exporters: [prometheus_remote_write/prom, prometheus_remote_write/vm]
+  telemetry:
+    metrics_address: "127.0.0.1:0"
+    logs: {{ format: json }}
+"#,
+        data = data.display()
+    )
+}
+
+/// Polls `promql` on `store` until `done` holds for its answer, or 90 s pass.
+fn until(
+    store: &MetricsStore,
+    promql: &str,
+    done: impl Fn(&[(std::collections::BTreeMap<String, String>, f64)]) -> bool,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = store.query(promql);
+        if done(&got) || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn counters_from_profiles_equal_go_tool_pprof_in_prometheus_and_victoria_metrics() {
+    let Some(go) = go_tool() else { return };
+    let Some(prometheus) = MetricsStore::prometheus() else {
+        return;
+    };
+    let Some(victoria) = MetricsStore::victoria_metrics() else {
+        return;
+    };
+    let fp = Flamepipe::start_yaml(BIN, |data| config(data, &prometheus.write_url(), &victoria.write_url()));
+
+    let checkout = fixture("pprof/go-bench-encoding-json-cpu.pb.gz");
+    let cart = fixture("pprof/go-cpu-json-regex-nolabels.pb.gz");
+    let now = now_ns();
+    ingest(
+        &fp,
+        "checkout{region=\"eu\"}",
+        &restamped(&checkout, now - 180_000_000_000),
+    );
+    ingest(&fp, "cart{region=\"us\"}", &restamped(&cart, now - 150_000_000_000));
+    // Not selected by the first rule; counted by the second.
+    ingest(&fp, "search", &restamped(&cart, now - 120_000_000_000));
+
+    let (checkout_total, checkout_malloc) = go_top_cum(&go, &checkout, "runtime.mallocgc");
+    let (cart_total, cart_malloc) = go_top_cum(&go, &cart, "runtime.mallocgc");
+    let (checkout_malloc, cart_malloc) = (checkout_malloc.unwrap(), cart_malloc.unwrap());
+    for store in [&prometheus, &victoria] {
+        let kind = store.kind;
+        let totals = until(store, "profile_cpu_seconds_total", |got| got.len() == 2);
+        assert_eq!(totals.len(), 2, "{kind:?}: {totals:?}");
+        for (labels, value) in &totals {
+            let (want, region) = match labels["service_name"].as_str() {
+                "checkout" => (checkout_total, "eu"),
+                "cart" => (cart_total, "us"),
+                other => panic!("{kind:?}: unexpected service {other}"),
+            };
+            assert!(
+                close(*value, want),
+                "{kind:?} {labels:?}: {value} != go tool pprof's {want}"
+            );
+            assert_eq!(labels["region"], region);
+            assert!(!labels["instance"].is_empty(), "{labels:?}");
+        }
+        let functions = until(store, "profile_function_cpu_seconds_total", |got| got.len() == 3);
+        assert_eq!(functions.len(), 3, "{kind:?}: {functions:?}");
+        for (labels, value) in &functions {
+            let want = match labels["service_name"].as_str() {
+                "checkout" => checkout_malloc,
+                _ => cart_malloc,
+            };
+            assert!(
+                close(*value, want),
+                "{kind:?} {labels:?}: {value} != go tool pprof -top -cum's {want}"
+            );
+            assert!(!labels.contains_key("region"), "only the group_by labels: {labels:?}");
+        }
+    }
+    assert_eq!(
+        fp.metric(
+            "flamepipe_exporter_send_failed_items_total{exporter=\"prometheus_remote_write/prom\",signal=\"metrics\"}"
+        ),
+        0.0
+    );
+
+    // A profile three hours old, for a new series: Prometheus refuses a sample that far
+    // behind its head (outside the 1h out-of-order window) with a 400; the exporter drops
+    // that sample alone, counts it, and goes on. VictoriaMetrics keeps it.
+    ingest(
+        &fp,
+        "old{region=\"eu\"}",
+        &restamped(&cart, now - 3 * 3_600_000_000_000),
+    );
+    let dropped = "flamepipe_exporter_dropped_items_total{exporter=\"prometheus_remote_write/prom\",signal=\"metrics\",reason=\"refused\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while fp.metric(dropped) < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        fp.metric(dropped),
+        1.0,
+        "in Prometheus: {:?}\nlogs: {:?}\nmetrics: {:#?}",
+        prometheus.query("last_over_time(profile_function_cpu_seconds_total{service_name=\"old\"}[4h])"),
+        fp.drain_logs()
+            .iter()
+            .filter(|l| l.contains("WARN"))
+            .collect::<Vec<_>>(),
+        fp.metrics()
+            .lines()
+            .filter(|l| l.contains("_exporter_") || l.contains("_connector_"))
+            .collect::<Vec<_>>()
+    );
+    let old = until(
+        &victoria,
+        "last_over_time(profile_function_cpu_seconds_total{service_name=\"old\"}[4h])",
+        |got| !got.is_empty(),
+    );
+    assert_eq!(old.len(), 1, "VictoriaMetrics stores the old sample: {old:?}");
+}
+
+#[test]
+fn a_receiver_that_is_down_gets_what_the_queue_held_once_it_is_back() {
+    let Some(go) = go_tool() else { return };
+    let Some(mut prometheus) = MetricsStore::prometheus() else {
+        return;
+    };
+    let write = prometheus.write_url();
+    let fp = Flamepipe::start_yaml(BIN, |data| {
+        format!(
+            r#"
+receivers:
+  pyroscope: {{ address: "127.0.0.1:0" }}
+processors:
+  segment: {{ flush_interval: 200ms }}
+exporters:
+  prometheus_remote_write:
+    endpoint: {write}
+    batch_send_deadline: 50ms
+    sending_queue: {{ queue_size: 3 }}
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 5m }}
+connectors:
+  profile_metrics:
+    step: 1s
+    rules:
+      - metric: profile_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        group_by: [service_name]
+storage:
+  local: {{ url: "file://{data}" }}
+service:
+  pipelines:
+    profiles: {{ receivers: [pyroscope], processors: [segment], exporters: [profile_metrics] }}
+    metrics: {{ receivers: [profile_metrics], exporters: [prometheus_remote_write] }}
+  telemetry:
+    metrics_address: "127.0.0.1:0"
+    logs: {{ format: json }}
+"#,
+            data = data.display()
+        )
+    });
+    prometheus.stop();
+    let file = fixture("pprof/go-cpu-json-regex-nolabels.pb.gz");
+    let now = now_ns();
+    let profiles = 8;
+    for i in 0..profiles {
+        // One step apart, each in a flush of its own.
+        ingest(
+            &fp,
+            "queued",
+            &restamped(&file, now - 200_000_000_000 + i * 2_000_000_000),
+        );
+        std::thread::sleep(Duration::from_millis(1_300));
+    }
+    let made = fp.metric("flamepipe_connector_profile_metrics_points_total{connector=\"profile_metrics\"}");
+    assert_eq!(made, profiles as f64, "one point per profile, each in its own step");
+    let dropped_full = "flamepipe_exporter_dropped_items_total{exporter=\"prometheus_remote_write\",signal=\"metrics\",reason=\"queue_full\"}";
+    assert!(
+        fp.metric(dropped_full) >= 1.0,
+        "the queue overflowed while the receiver was down:\n{}",
+        fp.metrics()
+    );
+    assert!(
+        fp.metric("flamepipe_exporter_retries_total{exporter=\"prometheus_remote_write\",signal=\"metrics\"}") >= 1.0
+    );
+
+    prometheus.resume();
+    let sent = "flamepipe_exporter_sent_items_total{exporter=\"prometheus_remote_write\",signal=\"metrics\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fp.metric(sent) + fp.metric(dropped_full) < made && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (sent, dropped) = (fp.metric(sent), fp.metric(dropped_full));
+    assert_eq!(sent + dropped, made, "every point was sent or dropped and counted");
+    // Every point sent arrived once; the newest carries every profile's value, so the
+    // counter's total survived the drops.
+    let stored = prometheus.query("count_over_time(profile_cpu_seconds_total{service_name=\"queued\"}[1h])");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].1, sent, "stored points = points sent, none twice");
+    let one = go_top_cum(&go, &file, "").0;
+    let last = prometheus.query("profile_cpu_seconds_total{service_name=\"queued\"}");
+    assert!(
+        close(last[0].1, one * profiles as f64),
+        "{last:?} != {profiles} × {one}"
+    );
+}
+
+#[test]
+fn bad_rules_are_refused_with_their_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipeline.yaml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(
+        br#"
+receivers:
+  pyroscope: {}
+exporters:
+  prometheus_remote_write: { endpoint: "not a url" }
+connectors:
+  profile_metrics:
+    step: 0s
+    rules:
+      - metric: profile cpu
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+      - metric: profile_cpu_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        match: '{service_name=~"("}'
+        group_by: [__name__]
+      - metric: profile_alloc_bytes_total
+        profile_type: memory:alloc_space
+        function: { regex: "(", mode: total }
+      - metric: profile_fn_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: "a", regex: "b" }
+service:
+  pipelines:
+    profiles: { receivers: [pyroscope], exporters: [profile_metrics] }
+    metrics: { receivers: [profile_metrics], exporters: [prometheus_remote_write] }
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for path in [
+        "exporters.prometheus_remote_write.endpoint: invalid endpoint",
+        "connectors.profile_metrics.step: must be at least 1s",
+        "connectors.profile_metrics.rules[0].metric: \"profile cpu\" is not a Prometheus metric name",
+        "connectors.profile_metrics.rules[1].metric: \"profile_cpu_total\" counts seconds",
+        "connectors.profile_metrics.rules[1].match: invalid selector",
+        "connectors.profile_metrics.rules[1].group_by[0]: \"__name__\" is not a label name",
+        "connectors.profile_metrics.rules[2].profile_type: invalid profile type",
+        "connectors.profile_metrics.rules[2].function.regex:",
+        "connectors.profile_metrics.rules[3].function: give exactly one of name and regex",
+    ] {
+        assert!(stderr.contains(path), "missing {path:?} in:\n{stderr}");
+    }
+}
