@@ -88,7 +88,7 @@ fn bad_references_are_all_reported() {
         "bad-references.yaml",
         &[
             "receivers.kafka: unknown receiver type \"kafka\" (known: pyroscope, otlp)",
-            "compactor: unknown section, expected one of receivers, processors, exporters, extensions, storage, service",
+            "compactor: unknown section, expected one of receivers, processors, exporters, connectors, extensions, storage, service",
             "service.pipelines.profiles/default.processors[0]: unknown processor \"segment\" (defined: none)",
             "service.pipelines.profiles/default.exporters[1]: unknown exporter \"s3/cold\" (defined: blocks, blocks/spare)",
             "service.pipelines.profiles/empty.exporters: a pipeline needs at least one exporter",
@@ -108,7 +108,7 @@ fn bad_values_are_all_reported() {
         &[
             "receivers.pyroscope.max_samples: invalid type: string \"many\", expected usize",
             "processors.segment.flush_interval: invalid duration \"x\" (expected number at 0); expected e.g. \"1s\", \"250ms\"",
-            "exporters.blocks.colour: unknown field `colour`, expected one of `store`, `max_retries`, `retry_backoff`, `max_concurrent_writes`",
+            "exporters.blocks.colour: unknown field `colour`, expected one of `store`, `timeout`, `sending_queue`, `retry_on_failure`",
             "storage.cold.url: unsupported store URL \"s4://bucket\": expected file://PATH, a path, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or memory://",
             "service.telemetry.metrics_address: invalid address \"localhost\"; expected IP:PORT, e.g. \"127.0.0.1:8888\"",
             "service.telemetry.logs.level: invalid log level \"verbose\"; expected one of trace, debug, info, warn, error",

@@ -17,7 +17,8 @@ pub struct MetricPoint {
     pub name: Arc<str>,
     /// The series labels, without `__name__`, sorted.
     pub labels: Labels,
-    /// When the counter started counting from zero (unix ms).
+    /// When the counter started counting from zero (unix ms): the process start, or the
+    /// series' first step if that is earlier.
     pub start_ms: i64,
     /// The time the value is stamped with (unix ms).
     pub timestamp_ms: i64,

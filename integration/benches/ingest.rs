@@ -14,13 +14,12 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, proto};
 use flamepipe_core::{Labels, Profile, validate};
-use flamepipe_integration::measure::{best_cpu, dir_size, peak_rss_mib, process_cpu};
-use flamepipe_integration::process::{http, post_with};
+use flamepipe_integration::load::send_corpus;
+use flamepipe_integration::measure::{best_cpu, dir_size, peak_rss_mib};
 use flamepipe_integration::{Flamepipe, Options, bench_corpus, bench_corpus_files};
 use prost::Message;
 
@@ -106,61 +105,18 @@ fn full_ingest(files: &[Vec<u8>], passes: usize, dedup: bool) -> Ingest {
         ..Options::default()
     };
     let fp = Flamepipe::start(BIN, &opts);
-    let pid = fp.pid();
-    let total: Vec<&Vec<u8>> = (0..passes).flat_map(|_| files.iter()).collect();
-    let files_len = files.len();
-    let bytes: usize = total.iter().map(|f| f.len()).sum();
-    let next = AtomicUsize::new(0);
-    let cpu_before = process_cpu(pid);
-    let started = Instant::now();
-    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                let (next, total, url, files_len) = (&next, &total, &fp.url, files_len);
-                s.spawn(move || {
-                    // One keep-alive connection per client, as SDKs keep theirs.
-                    let agent = http();
-                    let mut lat = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(body) = total.get(i) else { break };
-                        let t = Instant::now();
-                        let (status, text) = post_with(
-                            &agent,
-                            // Each pass sends every file under another service, so no request
-                            // repeats another (the dedup processor would drop repeats).
-                            &format!(
-                                "{url}/ingest?name=bench-svc-{}.cpu%7Bpod%3Dp{}%7D&format=pprof",
-                                (i % files_len + i / files_len) % 8,
-                                i % 3
-                            ),
-                            "application/octet-stream",
-                            body,
-                            &[],
-                        );
-                        assert_eq!(status, 200, "{text}");
-                        lat.push(t.elapsed());
-                    }
-                    lat
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let wall = started.elapsed();
-    let cpu = process_cpu(pid) - cpu_before;
-    latencies.sort();
+    let load = send_corpus(&fp, files, passes, CLIENTS);
     let stored = dir_size(&fp.data);
     let series = stored_series(&fp.data);
     Ingest {
         series,
-        mb_s_per_core: bytes as f64 / 1e6 / cpu.as_secs_f64(),
-        profiles_s_per_core: total.len() as f64 / cpu.as_secs_f64(),
-        wall_mb_s: bytes as f64 / 1e6 / wall.as_secs_f64(),
-        ack_p50: latencies[latencies.len() / 2],
-        ack_p99: latencies[latencies.len() * 99 / 100],
-        peak_rss: peak_rss_mib(pid),
-        stored_ratio: stored as f64 / bytes as f64,
+        mb_s_per_core: load.mb_s_per_core(),
+        profiles_s_per_core: load.requests as f64 / load.server_cpu.as_secs_f64(),
+        wall_mb_s: load.bytes as f64 / 1e6 / load.wall.as_secs_f64(),
+        ack_p50: load.percentile(50),
+        ack_p99: load.percentile(99),
+        peak_rss: peak_rss_mib(fp.pid()),
+        stored_ratio: stored as f64 / load.bytes as f64,
     }
 }
 

@@ -8,6 +8,7 @@
 //! Peers are found where `integration/setup.sh` installs them. Outside CI a missing peer skips
 //! the test with a message; with `CI=true` it fails the test.
 
+pub mod load;
 pub mod measure;
 pub mod metrics_store;
 pub mod moto;

@@ -35,6 +35,18 @@ pub struct Options {
     /// Run the `compactor` extension on the blocks exporter's store: `Some(extra)` holds
     /// further keys of its section (indented by the caller with 4 spaces).
     pub compactor: Option<String>,
+    /// Add a `profile_metrics` connector as a second exporter of the pipeline, feeding a
+    /// `metrics` pipeline that ends in a `prometheus_remote_write` exporter.
+    pub profile_metrics: Option<ProfileMetrics>,
+}
+
+/// The connector's rules and where its metrics go (see [`Options::profile_metrics`]).
+#[derive(Clone, Debug)]
+pub struct ProfileMetrics {
+    /// The items of its `rules:` list, indented by the caller with 6 spaces.
+    pub rules: String,
+    /// The remote write URL.
+    pub endpoint: String,
 }
 
 /// The loopback address of the `otlp` receiver's gRPC listener (see [`Options::otlp`]).
@@ -53,6 +65,7 @@ impl Default for Options {
             otlp: None,
             dedup: None,
             compactor: None,
+            profile_metrics: None,
         }
     }
 }
@@ -115,12 +128,24 @@ impl Flamepipe {
             .as_ref()
             .map(|extra| (format!("  dedup:\n{extra}"), "dedup, "))
             .unwrap_or_default();
+        let (connectors, remote_write, connector_id, metrics_pipeline) = opts
+            .profile_metrics
+            .as_ref()
+            .map(|m| {
+                (
+                    format!("connectors:\n  profile_metrics:\n    rules:\n{}", m.rules),
+                    format!("  prometheus_remote_write:\n    endpoint: {}\n", m.endpoint),
+                    ", profile_metrics",
+                    "    metrics:\n      receivers: [profile_metrics]\n      exporters: [prometheus_remote_write]\n",
+                )
+            })
+            .unwrap_or_default();
         format!(
             "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n    ack: {ack}\n{extra}{otlp}\
              processors:\n{dedup}  segment:\n    flush_interval: {flush}\n\
-             exporters:\n  blocks:\n    store: local\n\
-             {extensions}storage:\n  local:\n    url: file://{data}\n\
-             service:\n  extensions: [{extension_ids}]\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [{dedup_id}segment]\n      exporters: [blocks]\n\
+             exporters:\n  blocks:\n    store: local\n{remote_write}\
+             {connectors}{extensions}storage:\n  local:\n    url: file://{data}\n\
+             service:\n  extensions: [{extension_ids}]\n{queue}  pipelines:\n    profiles/default:\n      receivers: [pyroscope{otlp_id}]\n      processors: [{dedup_id}segment]\n      exporters: [blocks{connector_id}]\n{metrics_pipeline}\
              \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
             ack = opts.ack,
             extra = opts.receiver_extra,

@@ -1,12 +1,13 @@
 //! Metrics from profiles end to end: the `profile_metrics` connector and the
 //! `prometheus_remote_write` exporter against a real Prometheus and a real VictoriaMetrics,
-//! checked against `go tool pprof` on the same files.
+//! and the `otlp` exporter against the OpenTelemetry Python proto package, checked against
+//! `go tool pprof` on the same files.
 //!
 //! The profiles are real Go CPU profiles from the fixtures, with their start time moved to a
 //! few minutes ago (a remote-write receiver keeps recent data; the counters carry the
 //! profile's time).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flamepipe_core::formats::pprof::proto;
 use flamepipe_integration::metrics_store::MetricsStore;
 use flamepipe_integration::process::post_binary;
-use flamepipe_integration::{Flamepipe, fixture, go_tool};
+use flamepipe_integration::{Flamepipe, fixture, go_tool, repo_root, venv_python};
 use prost::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
@@ -384,4 +385,87 @@ service:
     ] {
         assert!(stderr.contains(path), "missing {path:?} in:\n{stderr}");
     }
+}
+
+#[test]
+fn counters_go_out_as_otlp_metrics_that_a_real_decoder_reads() {
+    let Some(go) = go_tool() else { return };
+    let Some(python) = venv_python(".venv-otel") else {
+        return;
+    };
+    let mut sink = Command::new(python)
+        .arg(repo_root().join("integration/clients/otlp_metrics_sink.py"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the OTLP metrics sink");
+    let mut out = BufReader::new(sink.stdout.take().unwrap());
+    let mut port = String::new();
+    out.read_line(&mut port).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", port.trim());
+    let mut fp = Flamepipe::start_yaml(BIN, |data| {
+        format!(
+            r#"
+receivers:
+  pyroscope: {{ address: "127.0.0.1:0" }}
+processors:
+  segment: {{ flush_interval: 200ms }}
+exporters:
+  otlp/metrics: {{ endpoint: "{endpoint}" }}
+connectors:
+  profile_metrics:
+    step: 15s
+    rules:
+      - metric: profile_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        group_by: [service_name]
+storage:
+  local: {{ url: "file://{data}" }}
+service:
+  pipelines:
+    profiles: {{ receivers: [pyroscope], processors: [segment], exporters: [profile_metrics] }}
+    metrics: {{ receivers: [profile_metrics], exporters: [otlp/metrics] }}
+  telemetry:
+    metrics_address: "127.0.0.1:0"
+    logs: {{ format: json }}
+"#,
+            data = data.display()
+        )
+    });
+    let file = fixture("pprof/go-bench-encoding-json-cpu.pb.gz");
+    let time_ns = now_ns() - 60_000_000_000;
+    ingest(&fp, "checkout", &restamped(&file, time_ns));
+    // On SIGTERM the connector sends what it counted, then the exporter drains.
+    assert!(fp.terminate(Duration::from_secs(30)).success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let mut lines = String::new();
+    out.read_to_string(&mut lines).unwrap();
+    let points: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(points.len(), 1, "{lines}");
+    let p = &points[0];
+    let (total, _) = go_top_cum(&go, &file, "");
+    assert_eq!(p["name"], "profile_cpu_seconds_total");
+    assert_eq!(p["unit"], "s");
+    assert_eq!(p["monotonic"], true);
+    assert_eq!(p["temporality"], 2, "AGGREGATION_TEMPORALITY_CUMULATIVE");
+    assert_eq!(p["attributes"]["service_name"], "checkout");
+    assert!(!p["attributes"]["instance"].as_str().unwrap().is_empty());
+    assert_eq!(p["tenant"], "anonymous");
+    assert!(
+        close(p["value"].as_f64().unwrap(), total),
+        "{p} != go tool pprof's {total}"
+    );
+    let step_ns = 15_000_000_000u64;
+    let stamped = p["time_ns"].as_u64().unwrap();
+    assert_eq!(
+        stamped,
+        time_ns as u64 / step_ns * step_ns,
+        "the profile's time, rounded to the step"
+    );
+    assert_eq!(
+        p["start_ns"].as_u64().unwrap(),
+        stamped,
+        "a series whose first profile predates the process starts at that profile's step"
+    );
 }

@@ -17,9 +17,13 @@ use flamepipe_core::labels::Labels;
 use flamepipe_core::metric::MetricPoint;
 use std::collections::HashMap;
 
-/// One series: the total sent so far, the last bucket sent and what is pending.
+/// One series: when it started counting, the total sent so far, the last bucket sent and
+/// what is pending.
 #[derive(Default)]
 struct Series {
+    /// The process start, or the series' first step if that is earlier (a profile recorded
+    /// before this process started): a cumulative series starts no later than its points.
+    start_ms: i64,
     sent_total: f64,
     last_sent_ms: Option<i64>,
     /// Bucket start (ms) -> value added in it, not sent yet.
@@ -84,7 +88,11 @@ impl Counters {
         if !series_of.contains_key(&labels) && series_of.len() >= max_series {
             return Added::Overflow;
         }
-        let series = series_of.entry(labels).or_default();
+        let start_ms = self.start_ms.min(bucket);
+        let series = series_of.entry(labels).or_insert_with(|| Series {
+            start_ms,
+            ..Series::default()
+        });
         let (bucket, added) = match series.last_sent_ms {
             Some(last) if bucket <= last => (last + step, Added::Late),
             _ => (bucket, Added::OnTime),
@@ -110,7 +118,7 @@ impl Counters {
                     points.push(MetricPoint {
                         name: Arc::clone(metric),
                         labels: labels.clone(),
-                        start_ms: self.start_ms,
+                        start_ms: series.start_ms,
                         timestamp_ms: bucket,
                         value: series.sent_total,
                     });
@@ -155,6 +163,24 @@ mod tests {
         let out = c.flush(i64::MAX);
         assert_eq!(values(&out[0].1), [(30_000, 7.0)]);
         assert!(c.flush(i64::MAX).is_empty(), "nothing is sent twice");
+    }
+
+    #[test]
+    fn a_series_starts_no_later_than_its_first_point() {
+        let (t, m): (Arc<str>, Arc<str>) = ("anonymous".into(), "cpu_seconds_total".into());
+        let mut c = Counters::new(10, 1_000);
+        c.add(&t, &m, labels("before"), 500, 1.0, 10);
+        c.add(&t, &m, labels("after"), 2_000, 1.0, 10);
+        let out = c.flush(i64::MAX);
+        let start = |service: &str| {
+            out[0]
+                .1
+                .iter()
+                .find(|p| p.labels.get("service_name") == Some(service))
+                .map(|p| p.start_ms)
+        };
+        assert_eq!(start("before"), Some(500));
+        assert_eq!(start("after"), Some(1_000), "the process start");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use flamepipe_core::Profile;
 use flamepipe_core::block::{BlockBuilder, EncodedBlock, block_path};
 use flamepipe_core::component::{Batch, BoxFuture, BuildContext, Exporter, Signal};
 use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError, Request};
-use flamepipe_core::telemetry::Telemetry;
+use flamepipe_core::telemetry::{CounterFamily, LabelPairs, component};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::{OnceCell, mpsc};
 use tracing::debug;
@@ -99,7 +99,27 @@ impl Request for PendingBlock {
 struct Put {
     store: Arc<dyn ObjectStore>,
     id: Arc<str>,
-    telemetry: Arc<Telemetry>,
+    metrics: BlockMetrics,
+}
+
+/// The exporter's own metrics: blocks and bytes written, and failed writes (each attempt).
+struct BlockMetrics {
+    labels: LabelPairs,
+    written_bytes: CounterFamily,
+    written_blocks: CounterFamily,
+    failed_writes: CounterFamily,
+}
+
+impl BlockMetrics {
+    fn new(ctx: &BuildContext) -> Self {
+        let t = &ctx.telemetry;
+        BlockMetrics {
+            labels: component("exporter", &ctx.id),
+            written_bytes: t.metric("exporter_written_bytes", "Bytes written to object storage"),
+            written_blocks: t.metric("exporter_written_blocks", "Block objects written"),
+            failed_writes: t.metric("exporter_failed_writes", "Block write attempts that failed"),
+        }
+    }
 }
 
 impl Deliver<PendingBlock> for Put {
@@ -115,13 +135,17 @@ impl Deliver<PendingBlock> for Put {
         let result = self.store.put(&path, PutPayload::from(bytes.clone())).await;
         match result {
             Ok(_) => {
-                self.telemetry.block_written(&self.id, bytes.len() as u64);
+                self.metrics
+                    .written_bytes
+                    .get_or_create(&self.metrics.labels)
+                    .inc_by(bytes.len() as u64);
+                self.metrics.written_blocks.get_or_create(&self.metrics.labels).inc();
                 debug!(component = %self.id, block = %id, tenant = %pending.batch.tenant,
                     profiles = pending.profile_count, bytes = bytes.len(), "block written");
                 Ok(Delivered::default())
             }
             Err(e) => {
-                self.telemetry.write_failed(&self.id);
+                self.metrics.failed_writes.get_or_create(&self.metrics.labels).inc();
                 let message = format!("writing block {path}: {e}");
                 Err(if flamepipe_core::store::layers::is_transient(&e) {
                     ExportError::retryable(message)
@@ -139,7 +163,7 @@ impl Exporter for BlockWriter {
             let put = Put {
                 store: self.store,
                 id: Arc::clone(&self.ctx.id),
-                telemetry: Arc::clone(&self.ctx.telemetry),
+                metrics: BlockMetrics::new(&self.ctx),
             };
             exporter_helper::run(&self.ctx, self.config.helper_settings(), put, input, PendingBlock::new).await;
         })
@@ -151,6 +175,7 @@ mod tests {
     use flamepipe_core::block::{BlockReader, list_blocks};
     use flamepipe_core::component::{Ack, ExporterConfig};
     use flamepipe_core::store::{StorageConfig, StoreRegistry};
+    use flamepipe_core::telemetry::Telemetry;
     use flamepipe_core::{Labels, Profile, ProfileType, Sample, SymbolsBuilder};
     use tokio_util::sync::CancellationToken;
 

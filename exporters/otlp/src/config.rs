@@ -17,9 +17,10 @@
 
 use std::collections::BTreeMap;
 
-use flamepipe_core::component::{BuildContext, BuildError, Exporter, ExporterConfig};
+use flamepipe_core::component::{BuildContext, BuildError, Exporter, ExporterConfig, Signal};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
 use flamepipe_core::exporter_helper::{QueueConfig, QueueSettings, RetryConfig, RetrySettings, Settings, WhenFull};
+use flamepipe_core::metric::MetricsBatch;
 use serde::Deserialize;
 
 use crate::forward::Forwarder;
@@ -112,7 +113,16 @@ impl Config {
 }
 
 impl ExporterConfig for Config {
+    fn signals(&self) -> Vec<Signal> {
+        Signal::ALL.to_vec()
+    }
+
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Exporter>, BuildError> {
+        let forwarder = Forwarder::new(self.clone(), ctx).map_err(|message| ctx.error(message))?;
+        Ok(Box::new(forwarder))
+    }
+
+    fn build_metrics(&self, ctx: &BuildContext) -> Result<Box<dyn Exporter<MetricsBatch>>, BuildError> {
         let forwarder = Forwarder::new(self.clone(), ctx).map_err(|message| ctx.error(message))?;
         Ok(Box::new(forwarder))
     }

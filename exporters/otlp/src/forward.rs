@@ -4,7 +4,9 @@
 
 use flamepipe_core::component::{Batch, BoxFuture, BuildContext, Exporter};
 use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError};
+use flamepipe_core::metric::MetricsBatch;
 use flamepipe_core::tenant::TENANT_HEADER;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
 use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
@@ -14,11 +16,14 @@ use tonic::{Code, Status};
 
 use crate::config::{Compression, Config};
 use crate::encode::encode;
+use crate::metrics::ExportMetrics;
 
+/// The exporter of one signal: profiles (`ProfilesService/Export`) or metrics
+/// (`MetricsService/Export`), on one lazily connected channel.
 pub struct Forwarder {
     config: Config,
     ctx: BuildContext,
-    client: ProfilesServiceClient<Channel>,
+    channel: Channel,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
 }
 
@@ -29,10 +34,7 @@ impl Forwarder {
             .timeout(config.timeout.0)
             .connect_timeout(config.timeout.0);
         // Connects on first use, and reconnects after failures: the receiving end may start later.
-        let mut client = ProfilesServiceClient::new(endpoint.connect_lazy());
-        if config.compression == Compression::Gzip {
-            client = client.send_compressed(CompressionEncoding::Gzip);
-        }
+        let channel = endpoint.connect_lazy();
         let headers = config
             .headers
             .iter()
@@ -46,7 +48,7 @@ impl Forwarder {
         Ok(Forwarder {
             config,
             ctx: ctx.clone(),
-            client,
+            channel,
             headers,
         })
     }
@@ -86,7 +88,7 @@ impl Deliver<Batch> for Export {
 }
 
 /// The codes the OTLP specification calls retryable are retried; the others are final.
-fn classify(endpoint: &str, status: &Status) -> ExportError {
+pub(crate) fn classify(endpoint: &str, status: &Status) -> ExportError {
     let message = format!(
         "forwarding to {endpoint} failed: {}: {}",
         status.code(),
@@ -104,9 +106,31 @@ impl Exporter for Forwarder {
     fn run(self: Box<Self>, input: mpsc::Receiver<Batch>) -> BoxFuture {
         Box::pin(async move {
             let settings = self.config.helper_settings();
+            let mut client = ProfilesServiceClient::new(self.channel);
+            if self.config.compression == Compression::Gzip {
+                client = client.send_compressed(CompressionEncoding::Gzip);
+            }
             let export = Export {
                 endpoint: self.config.endpoint.clone(),
-                client: self.client,
+                client,
+                headers: self.headers,
+            };
+            exporter_helper::run(&self.ctx, settings, export, input, std::convert::identity).await;
+        })
+    }
+}
+
+impl Exporter<MetricsBatch> for Forwarder {
+    fn run(self: Box<Self>, input: mpsc::Receiver<MetricsBatch>) -> BoxFuture {
+        Box::pin(async move {
+            let settings = self.config.helper_settings();
+            let mut client = MetricsServiceClient::new(self.channel);
+            if self.config.compression == Compression::Gzip {
+                client = client.send_compressed(CompressionEncoding::Gzip);
+            }
+            let export = ExportMetrics {
+                endpoint: self.config.endpoint.clone(),
+                client,
                 headers: self.headers,
             };
             exporter_helper::run(&self.ctx, settings, export, input, std::convert::identity).await;

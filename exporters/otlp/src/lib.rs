@@ -1,5 +1,6 @@
 //! The `otlp` exporter: forwards profiles as OTLP (`ProfilesService/Export` over gRPC) to an
-//! OpenTelemetry Collector, another flamepipe, or any OTLP profiles endpoint.
+//! OpenTelemetry Collector, another flamepipe, or any OTLP profiles endpoint; in a metrics
+//! pipeline, metric points as OTLP metrics (`MetricsService/Export`).
 //!
 //! It sits at the end of a pipeline. Each batch becomes one request ([`encode`]); retryable
 //! failures are retried with backoff, and a batch's senders are answered only once the
@@ -9,10 +10,12 @@
 //!
 //! - [`config`]: the YAML config (the Collector's `otlp` exporter shape).
 //! - [`encode`]: the core model -> `ExportProfilesServiceRequest`.
+//! - [`metrics`]: metric points -> `ExportMetricsServiceRequest` (monotonic cumulative sums).
 //! - `forward`: the exporter task: send, retry, acknowledge.
 
 pub mod config;
 pub mod encode;
 mod forward;
+pub mod metrics;
 
 pub use config::Config;

@@ -90,7 +90,7 @@ impl Compactor {
         for why in ["compacted", "retention"] {
             let n = due.iter().filter(|r| r.why == why).count() as u64;
             if n > 0 {
-                self.telemetry.compactor_deleted(&self.id, why, n);
+                self.metrics.deleted(why, n);
             }
         }
         let mut next = latest.next();
@@ -123,8 +123,7 @@ impl Compactor {
             delete_all(self.store.as_ref(), &orphans)
                 .await
                 .map_err(CompactError::Store)?;
-            self.telemetry
-                .compactor_deleted(&self.id, "orphan", orphans.len() as u64);
+            self.metrics.deleted("orphan", orphans.len() as u64);
         }
         Ok(orphans.len())
     }

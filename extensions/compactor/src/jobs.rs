@@ -48,10 +48,9 @@ impl Compactor {
                         report.committed += 1;
                         report.inputs += job.inputs.len();
                         report.copies += copies;
-                        self.telemetry.compactor_job(&self.id, "committed");
+                        self.metrics.job("committed");
                         let input_bytes: u64 = job.inputs.iter().map(|b| b.size).sum();
-                        self.telemetry.compactor_committed(
-                            &self.id,
+                        self.metrics.committed(
                             (job.inputs.len() as u64, 1),
                             (input_bytes, output_bytes),
                             copies,
@@ -60,20 +59,19 @@ impl Compactor {
                         let now = self.now_ms();
                         for input in job.inputs.iter().filter(|b| b.level == 0) {
                             let waited = now.saturating_sub(input.id.timestamp_ms() as i64);
-                            self.telemetry
-                                .compactor_first_compaction(&self.id, waited as f64 / 1000.0);
+                            self.metrics.first_compaction(waited as f64 / 1000.0);
                         }
                         debug!(component = %self.id, tenant, output = %job.output, inputs = job.inputs.len(),
                             seconds = started.elapsed().as_secs_f64(), "compaction job committed");
                     }
                     Err(Ended::Fenced(why)) => {
                         report.fenced += 1;
-                        self.telemetry.compactor_job(&self.id, "fenced");
+                        self.metrics.job("fenced");
                         warn!(component = %self.id, tenant, output = %job.output, why, "compaction job given up");
                     }
                     Err(Ended::Failed(why)) => {
                         report.failed += 1;
-                        self.telemetry.compactor_job(&self.id, "failed");
+                        self.metrics.job("failed");
                         warn!(component = %self.id, tenant, output = %job.output, error = why, "compaction job failed");
                     }
                 }

@@ -15,11 +15,13 @@
 //! - [`merge`]: merging blocks into one, exact copies kept once.
 //! - `jobs`: claiming, renewing and committing jobs in the manifest.
 //! - `gc`: retention, deleting retired blocks, unreferenced outputs and old manifest versions.
+//! - `metrics`: the compactor's own metrics.
 
 pub mod config;
 mod gc;
 mod jobs;
 pub mod merge;
+mod metrics;
 pub mod plan;
 #[cfg(test)]
 mod tests;
@@ -30,9 +32,10 @@ use std::time::Duration;
 use flamepipe_core::block::ManifestError;
 use flamepipe_core::clock::{self, Clock};
 use flamepipe_core::component::BuildContext;
-use flamepipe_core::telemetry::Telemetry;
 use object_store::ObjectStore;
 use object_store::path::Path;
+
+use crate::metrics::CompactorMetrics;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -82,7 +85,7 @@ pub struct Compactor {
     /// This process's id in job leases.
     owner: String,
     id: Arc<str>,
-    telemetry: Arc<Telemetry>,
+    metrics: CompactorMetrics,
 }
 
 impl Compactor {
@@ -93,7 +96,7 @@ impl Compactor {
             clock: clock::system(),
             owner: ulid::Ulid::new().to_string(),
             id: Arc::clone(&ctx.id),
-            telemetry: Arc::clone(&ctx.telemetry),
+            metrics: CompactorMetrics::new(ctx),
         }
     }
 
@@ -148,7 +151,7 @@ impl Compactor {
             }
         }
         for (level, n) in per_level.iter().enumerate() {
-            self.telemetry.compactor_live_blocks(&self.id, level as u32, *n);
+            self.metrics.live_blocks(level as u32, *n);
         }
         Ok(report)
     }

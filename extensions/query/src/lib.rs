@@ -14,6 +14,7 @@
 //! - [`messages`]: the prost + serde message types.
 //! - `connect`: the Connect protocol (unary, envelopes, errors).
 //! - `params`: turning requests into engine queries, with their validation.
+//! - `metrics`: the extension's own metrics (block reads, skipped blocks, queries answered).
 //!
 //! Selectors (`<profile type>{label matchers}`) are parsed by [`flamepipe_core::selector`].
 
@@ -21,6 +22,7 @@ mod api;
 mod connect;
 pub mod engine;
 pub mod messages;
+mod metrics;
 mod params;
 
 use std::net::{Ipv4Addr, SocketAddr};

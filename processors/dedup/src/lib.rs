@@ -24,8 +24,10 @@
 //! - [`window`]: the bounded window of recent profiles.
 //! - `outcome`: how a passed batch's write went, shared by its profiles' window entries.
 //! - `processor`: the processor (the simple, batch-in batches-out shape) and its acks.
+//! - `metrics`: the processor's own metrics.
 
 pub mod config;
+mod metrics;
 mod outcome;
 mod processor;
 #[cfg(test)]

@@ -8,19 +8,16 @@
 //!   written, or fails with that write; when the write is already known done (a client retry
 //!   after the answer), at once.
 
-use std::sync::Arc;
-
 use flamepipe_core::component::{Ack, Batch, BatchProcessor, BuildContext};
-use flamepipe_core::telemetry::Telemetry;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::metrics::DedupMetrics;
 use crate::window::{Outcome, Placement, Window};
 use flamepipe_core::fingerprint::{Hashers, TableHashes};
 
 pub struct Dedup {
-    id: Arc<str>,
-    telemetry: Arc<Telemetry>,
+    metrics: DedupMetrics,
     hashers: Hashers,
     window: Window,
     step_ns: i64,
@@ -40,8 +37,7 @@ struct Counts {
 impl Dedup {
     pub fn new(config: Config, ctx: &BuildContext) -> Self {
         Dedup {
-            id: Arc::clone(&ctx.id),
-            telemetry: Arc::clone(&ctx.telemetry),
+            metrics: DedupMetrics::new(ctx),
             hashers: Hashers::default(),
             window: Window::new(config.window.0, config.max_entries),
             step_ns: i64::try_from(config.timestamp_shift.0.as_nanos()).unwrap_or(1).max(1),
@@ -54,7 +50,7 @@ impl Dedup {
     }
 
     fn record(&self, c: &Counts) {
-        let t = &self.telemetry;
+        let m = &self.metrics;
         for (outcome, n) in [
             ("passed", c.passed),
             ("duplicate", c.duplicates),
@@ -62,15 +58,15 @@ impl Dedup {
             ("crowded", c.crowded),
         ] {
             if n > 0 {
-                t.dedup_profiles(&self.id, outcome, n);
+                m.profiles(outcome, n);
             }
         }
         for (why, n) in [("expired", c.expired), ("evicted", c.evicted)] {
             if n > 0 {
-                t.dedup_forgotten(&self.id, why, n);
+                m.forgotten(why, n);
             }
         }
-        t.dedup_window(&self.id, self.window.len());
+        m.window(self.window.len());
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flamepipe_core::component::{Ack, Batch, BoxFuture, BuildContext, Output, Processor};
-use flamepipe_core::telemetry::Telemetry;
+use flamepipe_core::telemetry::{CounterFamily, HistogramFamily, LabelPairs, component, short_seconds};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
@@ -14,7 +14,36 @@ use crate::config::Config;
 pub struct Segmenter {
     config: Config,
     id: Arc<str>,
-    telemetry: Arc<Telemetry>,
+    metrics: Arc<SegmentMetrics>,
+}
+
+/// The processor's own metrics: how long a flush takes to be durable, and what it carried.
+struct SegmentMetrics {
+    labels: LabelPairs,
+    flush_seconds: HistogramFamily,
+    flushed_profiles: CounterFamily,
+}
+
+impl SegmentMetrics {
+    fn new(ctx: &BuildContext) -> Self {
+        SegmentMetrics {
+            labels: component("processor", &ctx.id),
+            flush_seconds: ctx.telemetry.metric_with(
+                "processor_segment_flush_duration_seconds",
+                "Time from a segment flush starting to its objects being durably written",
+                short_seconds,
+            ),
+            flushed_profiles: ctx.telemetry.metric(
+                "processor_segment_flushed_profiles",
+                "Profiles handed on by segment flushes",
+            ),
+        }
+    }
+
+    fn flushed(&self, seconds: f64, profiles: u64) {
+        self.flush_seconds.get_or_create(&self.labels).observe(seconds);
+        self.flushed_profiles.get_or_create(&self.labels).inc_by(profiles);
+    }
 }
 
 struct OpenSegment {
@@ -28,7 +57,7 @@ impl Segmenter {
         Segmenter {
             config,
             id: Arc::clone(&ctx.id),
-            telemetry: Arc::clone(&ctx.telemetry),
+            metrics: Arc::new(SegmentMetrics::new(ctx)),
         }
     }
 
@@ -79,10 +108,10 @@ impl Segmenter {
         let (ack, waiter) = Ack::new();
         batch.acks.push(ack);
         let started = std::time::Instant::now();
-        let (telemetry, id) = (Arc::clone(&self.telemetry), Arc::clone(&self.id));
+        let metrics = Arc::clone(&self.metrics);
         tokio::spawn(async move {
             if let Ok(Ok(())) = waiter.await {
-                telemetry.segment_flushed(&id, started.elapsed().as_secs_f64(), profiles);
+                metrics.flushed(started.elapsed().as_secs_f64(), profiles);
             }
         });
         output.send(batch).await;

@@ -27,7 +27,6 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use flamepipe_core::component::{BuildContext, BuildError, HttpMount};
-use flamepipe_core::telemetry::Telemetry;
 use flamepipe_core::tenant::tenant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -35,6 +34,7 @@ use crate::QueryConfig;
 use crate::connect::{Code, ConnectError};
 use crate::engine::run::Accumulator;
 use crate::engine::{EngineOptions, Query, QueryEngine, QueryError, SkippedBlock};
+use crate::metrics::QueryMetrics;
 use crate::params;
 
 const QUERIER: &str = "/querier.v1.QuerierService/";
@@ -43,7 +43,7 @@ const STREAMER: &str = "/querier.v1.QuerierStreamService/";
 struct Api {
     engine: Arc<QueryEngine>,
     config: QueryConfig,
-    telemetry: Arc<Telemetry>,
+    metrics: QueryMetrics,
     slots: Arc<Semaphore>,
 }
 
@@ -69,7 +69,7 @@ pub fn mount(config: QueryConfig, ctx: &BuildContext) -> Result<HttpMount, Build
     let api = Arc::new(Api {
         engine,
         slots: Arc::new(Semaphore::new(config.max_concurrent_queries)),
-        telemetry: Arc::clone(&ctx.telemetry),
+        metrics: QueryMetrics::new(&ctx.telemetry),
         config: config.clone(),
     });
     let mut router = Router::new();
@@ -172,7 +172,7 @@ impl Api {
                 _ => "error",
             },
         };
-        self.telemetry.query_answered(method, outcome);
+        self.metrics.answered(method, outcome);
     }
 }
 

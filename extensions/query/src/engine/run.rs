@@ -32,6 +32,8 @@ use flamepipe_core::profile_type::ProfileType;
 use flamepipe_core::selector::Selector;
 use flamepipe_core::symbols::Symbols;
 use flamepipe_core::telemetry::Telemetry;
+
+use crate::metrics::QueryMetrics;
 use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -247,7 +249,7 @@ const WARNED_BLOCKS_MAX: usize = 10_000;
 /// Runs queries over the blocks of one object store.
 pub struct QueryEngine {
     store: Arc<dyn ObjectStore>,
-    telemetry: Arc<Telemetry>,
+    metrics: QueryMetrics,
     limits: EngineOptions,
     footers: Mutex<HashMap<Path, Arc<BlockMeta>>>,
     /// Damaged blocks already logged.
@@ -303,7 +305,7 @@ impl QueryEngine {
     ) -> Self {
         QueryEngine {
             store,
-            telemetry,
+            metrics: QueryMetrics::new(&telemetry),
             limits,
             footers: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
@@ -356,7 +358,7 @@ impl QueryEngine {
             return Err(error.into());
         }
         let reason = error.reason();
-        self.telemetry.query_block_skipped(reason);
+        self.metrics.block_skipped(reason);
         let first_time = {
             let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
             if warned.len() >= WARNED_BLOCKS_MAX {
@@ -430,7 +432,7 @@ impl QueryEngine {
             )));
         }
         let reader = BlockReader::open(Arc::clone(&self.store), path.clone()).await?;
-        self.telemetry.query_block_read(0);
+        self.metrics.block_read(0);
         let mut cache = self.lock_footers();
         if cache.len() >= self.limits.footer_cache_entries {
             cache.clear();
@@ -573,7 +575,7 @@ impl QueryEngine {
                     spec: Arc::clone(&spec),
                     needs_samples,
                     keeps_labels,
-                    telemetry: Arc::clone(&self.telemetry),
+                    metrics: self.metrics.clone(),
                     decode_slots: Arc::clone(&self.decode_slots),
                 };
                 running.spawn(read_dataset::<A>(task, context));
@@ -657,7 +659,7 @@ struct ReadContext<S> {
     spec: Arc<S>,
     needs_samples: bool,
     keeps_labels: bool,
-    telemetry: Arc<Telemetry>,
+    metrics: QueryMetrics,
     decode_slots: Arc<Semaphore>,
 }
 
@@ -682,14 +684,14 @@ async fn read_dataset_part<A: Accumulator>(
         spec,
         needs_samples,
         keeps_labels,
-        telemetry,
+        metrics,
         decode_slots,
     } = context;
     let mut stats = TaskStats::default();
     let ds = &task.reader.meta().datasets[task.dataset];
     let started = Instant::now();
     let raw = task.reader.raw_section(ds, SectionKind::Index).await?;
-    telemetry.query_block_read(raw.len());
+    metrics.block_read(raw.len());
     stats.reads += 1;
     stats.bytes_read += raw.len();
     let index = DatasetIndex::new(task.reader.name(), raw.decode()?)?;
@@ -717,7 +719,7 @@ async fn read_dataset_part<A: Accumulator>(
         task.reader.raw_section(ds, SectionKind::Samples),
     )?;
     for raw in [&symbols, &samples] {
-        telemetry.query_block_read(raw.len());
+        metrics.block_read(raw.len());
         stats.reads += 1;
         stats.bytes_read += raw.len();
     }

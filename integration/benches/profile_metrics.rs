@@ -1,0 +1,221 @@
+//! The `profile_metrics` connector's cost (run: `cargo bench --bench profile_metrics`).
+//!
+//! For `cpu/` and `m10/` of the bench corpus, in one run:
+//!
+//! - **connector**: the corpus decoded as ingest decodes it (one batch per file, 8 services),
+//!   then counted by the connector with 10 rules (one total, nine function rules: exact names
+//!   and regexes, `total` and `self`), on one thread (a current-thread runtime), thread CPU
+//!   time, best of three: profiles/s, and the time against the decode floor's (gunzip +
+//!   prost decode of the same files, one thread) as a share;
+//! - **ingest with and without the connector**: the release binary with the ingest bench's
+//!   pipeline (pyroscope → segment 1 s → blocks, durable acks, 64 clients), and again with the
+//!   connector as a second exporter feeding a `prometheus_remote_write` exporter to a real
+//!   VictoriaMetrics; server CPU per MB of gzip input, the runs alternating which goes first;
+//!   the goal is at most 10% more.
+//!
+//! Figures are recorded in docs/benchmarks.md.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flamepipe_connector_profile_metrics::Config as ConnectorConfigYaml;
+use flamepipe_core::component::{Ack, Batch, BuildContext, ConnectorConfig, Output};
+use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, proto};
+use flamepipe_core::metric::MetricsBatch;
+use flamepipe_core::store::StoreRegistry;
+use flamepipe_core::telemetry::Telemetry;
+use flamepipe_core::{Labels, Profile};
+use flamepipe_integration::load::send_corpus;
+use flamepipe_integration::measure::{best_cpu, median, thread_cpu};
+use flamepipe_integration::metrics_store::MetricsStore;
+use flamepipe_integration::process::ProfileMetrics;
+use flamepipe_integration::{Flamepipe, Options, bench_corpus_files};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
+const CLIENTS: usize = 64;
+const PASSES: usize = 5;
+const ROUNDS: usize = 2;
+
+/// Ten rules: the kinds users write (a total; functions by name and by regex, cum and flat).
+const RULES: &str = r#"
+      - metric: profile_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        group_by: [service_name]
+      - metric: profile_mallocgc_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: runtime.mallocgc, mode: total }
+        group_by: [service_name]
+      - metric: profile_gc_mark_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: runtime.gcBgMarkWorker, mode: total }
+        group_by: [service_name]
+      - metric: profile_sort_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { regex: "sort\\..*", mode: total }
+        group_by: [service_name]
+      - metric: profile_sha256_self_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: crypto/sha256.block, mode: self }
+        group_by: [service_name]
+      - metric: profile_gzip_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { regex: "compress/.*", mode: total }
+        group_by: [service_name]
+      - metric: profile_http_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: "net/http.(*ServeMux).ServeHTTP", mode: total }
+        group_by: [service_name]
+      - metric: profile_json_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: main.jsonWork, mode: total }
+        group_by: [service_name]
+      - metric: profile_runtime_self_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { regex: "runtime\\..*", mode: self }
+        group_by: [service_name]
+      - metric: profile_lock_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: runtime.lock, mode: total }
+        group_by: [service_name]
+"#;
+
+fn connector_config() -> ConnectorConfigYaml {
+    let yaml = format!("step: 15s\nrules:\n{RULES}");
+    yaml_serde::from_str(&yaml).expect("the bench's rules parse")
+}
+
+/// The corpus as ingest decodes it: one batch per file, under 8 services.
+fn decode(files: &[Vec<u8>]) -> Vec<Vec<Profile>> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let series: Labels = [("service_name", format!("bench-svc-{}", i % 8))].into_iter().collect();
+            let opts = ConvertOptions {
+                series: &series,
+                name: None,
+                timestamp_ns: None,
+                duration_ns: None,
+                default_timestamp_ns: 1_700_000_000_000_000_000,
+                display_names: None,
+            };
+            decode_profiles(f, &Limits::default(), &opts).expect("corpus file decodes")
+        })
+        .collect()
+}
+
+/// Thread CPU time of the connector counting every batch, then sending its points.
+fn connector_cpu(batches: &[Vec<Profile>]) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ctx = BuildContext {
+            id: "profile_metrics".into(),
+            telemetry: Arc::new(Telemetry::new()),
+            stores: StoreRegistry::default(),
+            shutdown: CancellationToken::new(),
+        };
+        let (out, mut points) = mpsc::channel::<MetricsBatch>(1024);
+        let drain = tokio::spawn(async move { while points.recv().await.is_some() {} });
+        let connector = Box::new(connector_config())
+            .build_profiles_to_metrics(&ctx, Output::new(vec![out]))
+            .expect("connector");
+        let (tx, input) = mpsc::channel(16);
+        let started = thread_cpu();
+        let run = tokio::spawn(connector.run(input));
+        let mut waiters = Vec::new();
+        for profiles in batches {
+            let (ack, waiter) = Ack::new();
+            let mut batch = Batch::new("anonymous", profiles.clone());
+            batch.acks.push(ack);
+            tx.send(batch).await.unwrap();
+            waiters.push(waiter);
+        }
+        for w in waiters {
+            w.await.unwrap().unwrap();
+        }
+        drop(tx);
+        run.await.unwrap();
+        drain.await.unwrap();
+        thread_cpu() - started
+    })
+}
+
+fn decode_floor(files: &[Vec<u8>]) -> Duration {
+    let mut buf = Vec::new();
+    best_cpu(files, |f: &Vec<u8>| {
+        buf.clear();
+        flate2::read::GzDecoder::new(f.as_slice())
+            .read_to_end(&mut buf)
+            .unwrap();
+        std::hint::black_box(proto::Profile::decode(buf.as_slice()).unwrap());
+    })
+}
+
+fn ingest_mb_s(files: &[Vec<u8>], metrics: Option<&MetricsStore>) -> f64 {
+    let opts = Options {
+        flush_interval: "1s",
+        profile_metrics: metrics.map(|store| ProfileMetrics {
+            rules: RULES.trim_start_matches('\n').to_string(),
+            endpoint: store.write_url(),
+        }),
+        ..Options::default()
+    };
+    let fp = Flamepipe::start(BIN, &opts);
+    let load = send_corpus(&fp, files, PASSES, CLIENTS);
+    load.mb_s_per_core()
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only for bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let victoria = MetricsStore::victoria_metrics().expect("victoria-metrics (integration/setup.sh installs it)");
+    println!("flamepipe profile_metrics benchmark: 10 rules (1 total, 9 function rules)");
+    println!(
+        "{:<8}{:>8}{:>12}{:>14}{:>14}{:>12}   {:>14}{:>14}{:>9}",
+        "corpus", "files", "profiles", "connector ms", "profiles/s", "/floor", "ingest MB/s/c", "with conn.", "cost"
+    );
+    for name in ["cpu", "m10"] {
+        let files = bench_corpus_files(name);
+        let batches = decode(&files);
+        let profiles: usize = batches.iter().map(Vec::len).sum();
+        let connector = (0..3).map(|_| connector_cpu(&batches)).min().unwrap();
+        let floor = decode_floor(&files);
+        let mut costs = Vec::new();
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let (a, b) = if round % 2 == 0 {
+                let a = ingest_mb_s(&files, None);
+                (a, ingest_mb_s(&files, Some(&victoria)))
+            } else {
+                let b = ingest_mb_s(&files, Some(&victoria));
+                (ingest_mb_s(&files, None), b)
+            };
+            costs.push(a / b - 1.0);
+            without.push(a);
+            with.push(b);
+        }
+        println!(
+            "{:<8}{:>8}{:>12}{:>14.1}{:>14.0}{:>12.2}   {:>14.1}{:>14.1}{:>8.1}%",
+            name,
+            files.len(),
+            profiles,
+            connector.as_secs_f64() * 1e3,
+            profiles as f64 / connector.as_secs_f64(),
+            connector.as_secs_f64() / floor.as_secs_f64(),
+            median(without),
+            median(with),
+            median(costs) * 100.0,
+        );
+    }
+    let points = victoria.query("count(profile_cpu_seconds_total)");
+    println!("VictoriaMetrics holds {points:?} profile_cpu_seconds_total series");
+}

@@ -1,0 +1,59 @@
+"""An OTLP metrics receiver for the tests, built on the OpenTelemetry Python proto package and
+grpcio (both in integration/.venv-otel): serves MetricsService/Export over gRPC on 127.0.0.1,
+prints its port as the first line, then one JSON line per data point it decoded."""
+
+import json
+import sys
+from concurrent import futures
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+
+def attributes(kvs):
+    return {kv.key: kv.value.string_value for kv in kvs}
+
+
+class Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request, context):
+        metadata = dict(context.invocation_metadata())
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    if kind != "sum":
+                        print(json.dumps({"name": m.name, "error": f"not a sum: {kind}"}), flush=True)
+                        continue
+                    for dp in m.sum.data_points:
+                        print(
+                            json.dumps(
+                                {
+                                    "name": m.name,
+                                    "unit": m.unit,
+                                    "monotonic": m.sum.is_monotonic,
+                                    "temporality": m.sum.aggregation_temporality,
+                                    "attributes": attributes(dp.attributes),
+                                    "resource": attributes(rm.resource.attributes),
+                                    "scope": sm.scope.name,
+                                    "start_ns": dp.start_time_unix_nano,
+                                    "time_ns": dp.time_unix_nano,
+                                    "value": dp.as_double,
+                                    "tenant": metadata.get("x-scope-orgid", ""),
+                                }
+                            ),
+                            flush=True,
+                        )
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+def main():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Sink(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
