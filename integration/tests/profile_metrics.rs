@@ -469,3 +469,76 @@ service:
         "a series whose first profile predates the process starts at that profile's step"
     );
 }
+
+#[test]
+fn remote_write_2_to_receivers_that_speak_only_1_is_an_error_never_a_success() {
+    let Some(prometheus) = MetricsStore::prometheus() else {
+        return;
+    };
+    let Some(victoria) = MetricsStore::victoria_metrics() else {
+        return;
+    };
+    let fp = Flamepipe::start_yaml(BIN, |data| {
+        format!(
+            r#"
+receivers:
+  pyroscope: {{ address: "127.0.0.1:0" }}
+processors:
+  segment: {{ flush_interval: 200ms }}
+exporters:
+  prometheus_remote_write/prom:
+    endpoint: {prometheus}
+    protobuf_message: io.prometheus.write.v2.Request
+    batch_send_deadline: 50ms
+  prometheus_remote_write/vm:
+    endpoint: {victoria}
+    protobuf_message: io.prometheus.write.v2.Request
+    batch_send_deadline: 50ms
+connectors:
+  profile_metrics:
+    step: 1s
+    rules:
+      - metric: profile_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        group_by: [service_name]
+storage:
+  local: {{ url: "file://{data}" }}
+service:
+  pipelines:
+    profiles: {{ receivers: [pyroscope], processors: [segment], exporters: [profile_metrics] }}
+    metrics: {{ receivers: [profile_metrics], exporters: [prometheus_remote_write/prom, prometheus_remote_write/vm] }}
+  telemetry:
+    metrics_address: "127.0.0.1:0"
+    logs: {{ format: json }}
+"#,
+            prometheus = prometheus.write_url(),
+            victoria = victoria.write_url(),
+            data = data.display()
+        )
+    });
+    let file = fixture("pprof/go-cpu-json-regex-nolabels.pb.gz");
+    ingest(&fp, "v2", &restamped(&file, now_ns() - 60_000_000_000));
+    for exporter in ["prometheus_remote_write/prom", "prometheus_remote_write/vm"] {
+        let failed =
+            format!("flamepipe_exporter_send_failed_items_total{{exporter=\"{exporter}\",signal=\"metrics\"}}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while fp.metric(&failed) < 1.0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(fp.metric(&failed), 1.0, "{exporter}: the point is counted as failed");
+        let sent = format!("flamepipe_exporter_sent_items_total{{exporter=\"{exporter}\",signal=\"metrics\"}}");
+        assert_eq!(
+            fp.metric(&sent),
+            0.0,
+            "{exporter}: a 2xx that stored nothing is not a success"
+        );
+    }
+    assert!(
+        fp.drain_logs()
+            .iter()
+            .any(|l| l.contains("does not speak remote write 2.0")),
+        "the log says why"
+    );
+    assert!(prometheus.query("profile_cpu_seconds_total").is_empty());
+    assert!(victoria.query("profile_cpu_seconds_total").is_empty());
+}

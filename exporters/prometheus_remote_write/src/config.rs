@@ -5,6 +5,7 @@
 //! exporters:
 //!   prometheus_remote_write/prom:
 //!     endpoint: http://127.0.0.1:9090/api/v1/write
+//!     protobuf_message: prometheus.WriteRequest   # or io.prometheus.write.v2.Request
 //!     headers: { X-Scope-OrgID: team-a }
 //!     auth: { basic: { username: flamepipe, password: "${env:PROM_PASSWORD}" } }   # or bearer_token
 //!     max_samples_per_send: 2000
@@ -22,6 +23,7 @@ use flamepipe_core::exporter_helper::{QueueConfig, QueueSettings, RetryConfig, R
 use flamepipe_core::metric::MetricsBatch;
 use serde::Deserialize;
 
+use crate::encode::ProtobufMessage;
 use crate::write::RemoteWriter;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -29,6 +31,9 @@ use crate::write::RemoteWriter;
 pub struct Config {
     /// The receiver's remote write URL. Default `http://127.0.0.1:9090/api/v1/write`.
     pub endpoint: String,
+    /// `prometheus.WriteRequest` (remote write 1.0, the default) or
+    /// `io.prometheus.write.v2.Request` (2.0), as Prometheus' own setting names them.
+    pub protobuf_message: ProtobufMessage,
     /// Extra request headers. The batch's tenant goes in `X-Scope-OrgID` unless set here.
     pub headers: BTreeMap<String, String>,
     pub auth: Option<Auth>,
@@ -57,6 +62,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             endpoint: "http://127.0.0.1:9090/api/v1/write".to_string(),
+            protobuf_message: ProtobufMessage::V1,
             headers: BTreeMap::new(),
             auth: None,
             max_samples_per_send: 2000,

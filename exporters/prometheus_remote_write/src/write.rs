@@ -1,10 +1,12 @@
 //! The exporter task: gathers points into requests (`max_samples_per_send`,
-//! `batch_send_deadline`), encodes each as a snappy-compressed `WriteRequest`, and hands
-//! them to the shared exporter helper (queue, retries, timeout) for delivery.
+//! `batch_send_deadline`), encodes each (`encode`), and hands them to the shared exporter
+//! helper (queue, retries, timeout) for delivery.
 //!
 //! Which answers mean what (docs/metrics.md has the table):
 //!
-//! - 2xx: stored.
+//! - 2xx: stored. For remote write 2.0, as many samples as `X-Prometheus-Remote-Write-
+//!   Samples-Written` says (the rest are counted as refused); a 2xx without that header
+//!   comes from a receiver that does not speak 2.0 and stored nothing: a permanent error.
 //! - 5xx, 429 and connection failures: retried, after `Retry-After` when given.
 //! - an error saying a sample is out of order, out of bounds, too old or a duplicate, with
 //!   whatever status (Prometheus 2.42 uses 500 for a sample outside its out-of-order window,
@@ -20,16 +22,15 @@ use std::time::Duration;
 
 use flamepipe_core::component::{BoxFuture, BuildContext, Exporter, Payload};
 use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError};
-use flamepipe_core::metric::{MetricPoint, MetricsBatch};
+use flamepipe_core::metric::MetricsBatch;
 use flamepipe_core::tenant::TENANT_HEADER;
-use prost::Message;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{Auth, Config};
-use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
+use crate::encode::{ProtobufMessage, Series, encode, sample_count, series};
 
 pub struct RemoteWriter {
     config: Config,
@@ -46,9 +47,13 @@ impl RemoteWriter {
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let mut headers = HeaderMap::new();
+        let message = config.protobuf_message;
         headers.insert("content-encoding", HeaderValue::from_static("snappy"));
-        headers.insert("content-type", HeaderValue::from_static("application/x-protobuf"));
-        headers.insert("x-prometheus-remote-write-version", HeaderValue::from_static("0.1.0"));
+        headers.insert("content-type", HeaderValue::from_static(message.content_type()));
+        headers.insert(
+            "x-prometheus-remote-write-version",
+            HeaderValue::from_static(message.version_header()),
+        );
         for (name, value) in &config.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
             let value = HeaderValue::from_str(value).map_err(|e| format!("header {name:?}: {e}"))?;
@@ -79,6 +84,7 @@ impl Exporter<MetricsBatch> for RemoteWriter {
                 client: self.client,
                 headers: self.headers,
                 auth: self.config.auth.clone(),
+                message: self.config.protobuf_message,
             };
             exporter_helper::run(&self.ctx, settings, post, batched, std::convert::identity).await;
             let _ = gather.await;
@@ -152,72 +158,32 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-/// The series of a batch's points, labels sorted (`__name__` among them), samples in the
-/// order the points came, which is time order per series.
-pub fn timeseries(points: &[MetricPoint]) -> Vec<TimeSeries> {
-    let mut series: Vec<TimeSeries> = Vec::new();
-    let mut index: std::collections::HashMap<(&str, &flamepipe_core::Labels), usize> = std::collections::HashMap::new();
-    for point in points {
-        let at = *index.entry((&point.name, &point.labels)).or_insert_with(|| {
-            let mut labels: Vec<Label> = point
-                .labels
-                .iter()
-                .map(|(name, value)| Label {
-                    name: name.to_string(),
-                    value: value.to_string(),
-                })
-                .collect();
-            labels.push(Label {
-                name: "__name__".to_string(),
-                value: point.name.to_string(),
-            });
-            labels.sort_by(|a, b| a.name.cmp(&b.name));
-            series.push(TimeSeries {
-                labels,
-                samples: Vec::new(),
-            });
-            series.len() - 1
-        });
-        series[at].samples.push(Sample {
-            value: point.value,
-            timestamp: point.timestamp_ms,
-        });
-    }
-    series
-}
-
-/// The body of a request: the protobuf `WriteRequest`, snappy block format.
-pub fn encode(series: &[TimeSeries]) -> Vec<u8> {
-    let request = WriteRequest {
-        timeseries: series.to_vec(),
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .unwrap_or_default()
-}
-
 struct Post {
     endpoint: String,
     client: reqwest::Client,
     headers: HeaderMap,
     auth: Option<Auth>,
+    message: ProtobufMessage,
 }
 
 /// What one HTTP request came to.
 enum Answer {
-    Stored,
+    /// Stored: all of it, or (remote write 2.0) as many samples as the receiver says.
+    Stored {
+        samples: Option<usize>,
+    },
     /// The receiving end refused samples as data (out of order, too old).
     Refused(String),
     Failed(ExportError),
 }
 
 impl Post {
-    async fn post(&self, tenant: &str, series: &[TimeSeries]) -> Answer {
+    async fn post(&self, tenant: &str, series: &[Series]) -> Answer {
         let mut request = self
             .client
             .post(&self.endpoint)
             .headers(self.headers.clone())
-            .body(encode(series));
+            .body(encode(series, self.message));
         if !self.headers.contains_key(TENANT_HEADER)
             && let Ok(value) = HeaderValue::from_str(tenant)
         {
@@ -234,7 +200,10 @@ impl Post {
         };
         let status = response.status();
         if status.is_success() {
-            return Answer::Stored;
+            return match self.message {
+                ProtobufMessage::V1 => Answer::Stored { samples: None },
+                ProtobufMessage::V2 => written(response.headers(), &self.endpoint),
+            };
         }
         let retry_after = response
             .headers()
@@ -261,14 +230,25 @@ impl Post {
     fn send<'a>(
         &'a self,
         tenant: &'a str,
-        series: &'a [TimeSeries],
+        series: &'a [Series],
     ) -> Pin<Box<dyn Future<Output = Result<Delivered, ExportError>> + Send + 'a>> {
         Box::pin(async move {
             match self.post(tenant, series).await {
-                Answer::Stored => Ok(Delivered::default()),
+                Answer::Stored { samples: None } => Ok(Delivered::default()),
+                Answer::Stored { samples: Some(written) } => {
+                    let refused = sample_count(series).saturating_sub(written);
+                    Ok(Delivered {
+                        refused,
+                        reason: if refused > 0 {
+                            format!("{} stored {written} of {} samples", self.endpoint, sample_count(series))
+                        } else {
+                            String::new()
+                        },
+                    })
+                }
                 Answer::Failed(e) => Err(e),
                 Answer::Refused(reason) if series.len() <= 1 => Ok(Delivered {
-                    refused: series.iter().map(|s| s.samples.len()).sum(),
+                    refused: sample_count(series),
                     reason,
                 }),
                 Answer::Refused(_) => {
@@ -286,6 +266,24 @@ impl Post {
                 }
             }
         })
+    }
+}
+
+/// A 2xx to a remote write 2.0 request: how many samples the receiver says it stored. A
+/// receiver that does not speak 2.0 answers 2xx without the header and stores nothing, so
+/// that is an error, and a permanent one: the receiver will not learn 2.0 on a retry.
+fn written(headers: &HeaderMap, endpoint: &str) -> Answer {
+    match headers
+        .get("x-prometheus-remote-write-samples-written")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(samples) => Answer::Stored { samples: Some(samples) },
+        None => Answer::Failed(ExportError::Permanent(format!(
+            "{endpoint} answered 2xx to a remote write 2.0 request without \
+             X-Prometheus-Remote-Write-Samples-Written: it does not speak remote write 2.0 and \
+             stored nothing; set protobuf_message: prometheus.WriteRequest"
+        ))),
     }
 }
 
@@ -310,7 +308,7 @@ impl Deliver<MetricsBatch> for Post {
         if batch.points.is_empty() {
             return Ok(Delivered::default());
         }
-        let series = timeseries(&batch.points);
+        let series = series(&batch.points);
         self.send(&batch.tenant, &series).await
     }
 }
@@ -320,6 +318,8 @@ mod tests {
     use std::sync::Arc;
 
     use flamepipe_core::Labels;
+    use flamepipe_core::component::BuildContext;
+    use flamepipe_core::metric::MetricPoint;
 
     use super::*;
 
@@ -333,36 +333,86 @@ mod tests {
         }
     }
 
-    #[test]
-    fn series_have_sorted_labels_and_samples_in_order() {
-        let series = timeseries(&[
-            point("x_total", "a", 1, 1.0),
-            point("x_total", "b", 1, 5.0),
-            point("x_total", "a", 2, 3.0),
-        ]);
-        assert_eq!(series.len(), 2);
-        let names: Vec<_> = series[0].labels.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["Zone", "__name__", "service_name"],
-            "sorted by bytes, as Prometheus wants"
-        );
-        assert_eq!(
-            series[0].samples,
-            [
-                Sample {
-                    value: 1.0,
-                    timestamp: 1
-                },
-                Sample {
-                    value: 3.0,
-                    timestamp: 2
+    /// A receiver on 127.0.0.1 that answers every write with `status` and `headers`, and
+    /// records the content types it was sent.
+    async fn receiver(
+        status: u16,
+        headers: Vec<(&'static str, &'static str)>,
+    ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new().route(
+            "/api/v1/write",
+            axum::routing::post(move |request_headers: axum::http::HeaderMap| {
+                let record = Arc::clone(&record);
+                let headers = headers.clone();
+                async move {
+                    let content_type = request_headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    record.lock().unwrap().push(content_type);
+                    let mut response = axum::http::Response::builder().status(status);
+                    for (k, v) in headers {
+                        response = response.header(k, v);
+                    }
+                    response.body(axum::body::Body::empty()).unwrap()
                 }
-            ]
+            }),
         );
-        let body = encode(&series);
-        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
-        assert_eq!(WriteRequest::decode(raw.as_slice()).unwrap().timeseries, series);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}/api/v1/write"), seen)
+    }
+
+    fn post(endpoint: &str, message: ProtobufMessage) -> Post {
+        let config = Config {
+            endpoint: endpoint.to_string(),
+            protobuf_message: message,
+            ..Config::default()
+        };
+        let ctx = BuildContext {
+            id: "prometheus_remote_write".into(),
+            telemetry: Arc::new(flamepipe_core::telemetry::Telemetry::new()),
+            stores: flamepipe_core::store::StoreRegistry::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        };
+        let writer = RemoteWriter::new(config, &ctx).unwrap();
+        Post {
+            endpoint: endpoint.to_string(),
+            client: writer.client,
+            headers: writer.headers,
+            auth: None,
+            message,
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_write_2_counts_what_the_receiver_says_it_stored() {
+        let (endpoint, seen) = receiver(204, vec![("x-prometheus-remote-write-samples-written", "1")]).await;
+        let batch = MetricsBatch::new("t", vec![point("x_total", "a", 1, 1.0), point("x_total", "b", 1, 1.0)]);
+        let delivered = post(&endpoint, ProtobufMessage::V2).deliver(&batch).await.unwrap();
+        assert_eq!(delivered.refused, 1, "two sent, one written");
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            ["application/x-protobuf;proto=io.prometheus.write.v2.Request"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_2xx_without_the_written_header_is_a_receiver_that_does_not_speak_2() {
+        let (endpoint, _) = receiver(204, Vec::new()).await;
+        let batch = MetricsBatch::new("t", vec![point("x_total", "a", 1, 1.0)]);
+        let error = post(&endpoint, ProtobufMessage::V2).deliver(&batch).await.unwrap_err();
+        assert!(
+            matches!(&error, ExportError::Permanent(m) if m.contains("does not speak remote write 2.0")),
+            "{error:?}"
+        );
+        // Remote write 1.0 needs no such header.
+        let delivered = post(&endpoint, ProtobufMessage::V1).deliver(&batch).await.unwrap();
+        assert_eq!(delivered.refused, 0);
     }
 
     #[test]
