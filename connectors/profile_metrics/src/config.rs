@@ -25,7 +25,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::connector::ProfileMetrics;
-use crate::rules::{Rule as CompiledRule, Unit};
+use crate::rules::{MAX_RULES, Rules, Unit};
 
 /// The default of `max_series`, per rule.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
@@ -218,6 +218,12 @@ impl Validate for Config {
         if self.rules.is_empty() {
             issues.push(ConfigIssue::new("rules", "define at least one rule"));
         }
+        if self.rules.len() > MAX_RULES {
+            issues.push(ConfigIssue::new(
+                "rules",
+                format!("at most {MAX_RULES} rules per connector; use another connector for more"),
+            ));
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
             rule.check(&at, &mut issues);
@@ -243,11 +249,8 @@ impl Validate for Config {
 
 impl Config {
     /// The rules, compiled. Call only on a config that validated.
-    pub fn compile(&self) -> Result<Vec<CompiledRule>, String> {
-        self.rules
-            .iter()
-            .map(|r| CompiledRule::compile(r, self.max_series))
-            .collect()
+    pub fn compile(&self) -> Result<Rules, String> {
+        Rules::compile(&self.rules, self.max_series)
     }
 
     /// The instance label pair, if any.

@@ -16,10 +16,10 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::counters::{Added, Counters};
-use crate::rules::{FunctionIndex, Rule};
+use crate::rules::{MAX_RULES, Rule, Rules, TableIndex};
 
 pub struct ProfileMetrics {
-    rules: Vec<Rule>,
+    rules: Rules,
     instance: Option<(String, String)>,
     step: std::time::Duration,
     output: Output<MetricsBatch>,
@@ -70,7 +70,7 @@ fn now_ms() -> i64 {
 }
 
 impl ProfileMetrics {
-    pub fn new(config: &Config, rules: Vec<Rule>, output: Output<MetricsBatch>, ctx: &BuildContext) -> Self {
+    pub fn new(config: &Config, rules: Rules, output: Output<MetricsBatch>, ctx: &BuildContext) -> Self {
         ProfileMetrics {
             rules,
             instance: config.instance_pair(),
@@ -89,18 +89,30 @@ impl ProfileMetrics {
 
     /// Counts every profile of a batch into every rule that selects it.
     fn count(&self, counters: &mut Counters, batch: &Batch) {
-        // Function indexes per (rule, symbol table): the sample types of one pprof share one.
-        let mut indexes: HashMap<(usize, *const Symbols), Option<FunctionIndex>> = HashMap::new();
+        // One index per symbol table: the sample types of one pprof share one.
+        let mut indexes: HashMap<*const Symbols, TableIndex> = HashMap::new();
         for profile in &batch.profiles {
-            for (i, rule) in self.rules.iter().enumerate() {
-                if !rule.selects(profile) {
-                    continue;
+            let selected = self
+                .rules
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.selects(profile))
+                .fold(0u64, |mask, (i, _)| mask | 1 << i);
+            if selected == 0 {
+                continue;
+            }
+            let index = self.rules.has_function_rules().then(|| {
+                indexes
+                    .entry(Arc::as_ptr(&profile.symbols))
+                    .or_insert_with(|| self.rules.index(&profile.symbols))
+            });
+            let mut sums = [0i64; MAX_RULES];
+            self.rules.count(profile, selected, index, &mut sums);
+            for (i, rule) in self.rules.rules.iter().enumerate() {
+                if selected & (1 << i) != 0 {
+                    self.add(counters, &batch.tenant, rule, profile, rule.unit.to_base(sums[i]));
                 }
-                let index = indexes
-                    .entry((i, Arc::as_ptr(&profile.symbols)))
-                    .or_insert_with(|| rule.index_for(&profile.symbols));
-                let value = rule.unit.to_base(rule.raw_value(profile, index.as_mut()));
-                self.add(counters, &batch.tenant, rule, profile, value);
             }
         }
         self.metrics

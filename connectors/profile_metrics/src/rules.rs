@@ -1,18 +1,22 @@
-//! Compiled rules: which profiles a rule reads, which of their samples count, and the
-//! factor from the sample unit to the metric's base unit.
+//! Compiled rules: which profiles a rule reads, which of their samples count, and how a value
+//! converts from the sample unit to the metric's base unit.
 //!
-//! A `function` rule resolves names once per symbol table ([`FunctionIndex`]): which
-//! functions match, then which locations hold one (any inlined line for `total`, the
-//! innermost line for `self`), then, lazily, which stacks do. Samples only look up their
-//! stack, so the cost per sample does not depend on name length or stack depth.
+//! Function rules are matched together ([`Rules`], [`TableIndex`]), once per symbol table:
+//! one pass over the function names gives each function the set of rules it matches (a bit
+//! per rule: exact names by lookup, regexes by one `RegexSet`), one pass over the locations
+//! gives each location the rules of any of its inlined lines (`total`) and of its innermost
+//! line (`self`), and each stack, the first time a sample names it, the rules it counts for.
+//! A sample then costs one lookup and one add per rule it counts for, whatever the number of
+//! rules, names or frames.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use flamepipe_core::labels::Labels;
 use flamepipe_core::selector::Selector;
 use flamepipe_core::symbols::Symbols;
 use flamepipe_core::{Profile, ProfileType};
-use regex::Regex;
+use regex::RegexSet;
 
 use crate::config::{self, FunctionMode};
 
@@ -57,63 +61,21 @@ impl Unit {
     }
 }
 
-enum NameMatch {
-    Exact(String),
-    Regex(Regex),
-}
-
-impl NameMatch {
-    fn matches(&self, name: &str) -> bool {
-        match self {
-            NameMatch::Exact(n) => n == name,
-            NameMatch::Regex(r) => r.is_match(name),
-        }
-    }
-}
+/// The most rules one connector may have: a stack's rules are a bit set in a `u64`.
+pub const MAX_RULES: usize = 64;
 
 pub struct Rule {
     pub metric: Arc<str>,
     pub profile_type: ProfileType,
     selector: Option<Selector>,
-    function: Option<(NameMatch, FunctionMode)>,
+    /// Counts only samples whose stack holds a matching function.
+    has_function: bool,
     pub group_by: Vec<String>,
     pub unit: Unit,
     pub max_series: usize,
 }
 
 impl Rule {
-    pub fn compile(rule: &config::Rule, default_max_series: usize) -> Result<Rule, String> {
-        let profile_type = ProfileType::parse(&rule.profile_type).map_err(|e| e.to_string())?;
-        let selector = rule
-            .selector
-            .as_deref()
-            .map(Selector::parse)
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let function = match &rule.function {
-            None => None,
-            Some(f) => {
-                let matcher = match (&f.name, &f.regex) {
-                    (Some(name), _) => NameMatch::Exact(name.clone()),
-                    (None, Some(regex)) => {
-                        NameMatch::Regex(Regex::new(&format!("^(?:{regex})$")).map_err(|e| e.to_string())?)
-                    }
-                    (None, None) => return Err("function: give name or regex".to_string()),
-                };
-                Some((matcher, f.mode))
-            }
-        };
-        Ok(Rule {
-            metric: Arc::from(rule.metric.as_str()),
-            unit: Unit::of(&profile_type.sample_unit),
-            profile_type,
-            selector,
-            function,
-            group_by: rule.group_by.clone(),
-            max_series: rule.max_series.unwrap_or(default_max_series),
-        })
-    }
-
     /// Whether the rule reads this profile at all.
     pub fn selects(&self, profile: &Profile) -> bool {
         profile.profile_type == self.profile_type
@@ -130,72 +92,164 @@ impl Rule {
             .filter_map(|name| Some((name.as_str(), series.get(name)?)))
             .collect()
     }
+}
 
-    /// The sum of the sample values the rule counts, in the profile's unit; `index` is this
-    /// rule's function index for the profile's symbol table (see [`Rule::index_for`]).
-    pub fn raw_value(&self, profile: &Profile, index: Option<&mut FunctionIndex>) -> i64 {
-        match index {
-            None => profile.total(),
-            Some(index) => profile
-                .samples
-                .iter()
-                .filter(|s| index.stack_matches(&profile.symbols, s.stack))
-                .fold(0i64, |sum, s| sum.saturating_add(s.value)),
+/// A connector's rules, with their function matchers combined.
+pub struct Rules {
+    pub rules: Vec<Rule>,
+    /// Exact function names -> the rules naming them.
+    names: HashMap<String, u64>,
+    regexes: RegexSet,
+    /// The rule of each pattern of `regexes`.
+    regex_rules: Vec<usize>,
+    /// Function rules counting anywhere in the stack, and at the leaf only.
+    total_mode: u64,
+    self_mode: u64,
+}
+
+impl Rules {
+    /// Compiles a validated config's rules (at most [`MAX_RULES`]).
+    pub fn compile(rules: &[config::Rule], default_max_series: usize) -> Result<Rules, String> {
+        if rules.len() > MAX_RULES {
+            return Err(format!("at most {MAX_RULES} rules"));
         }
+        let mut names: HashMap<String, u64> = HashMap::new();
+        let (mut patterns, mut regex_rules) = (Vec::new(), Vec::new());
+        let (mut total_mode, mut self_mode) = (0u64, 0u64);
+        let mut compiled = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.iter().enumerate() {
+            let bit = 1u64 << i;
+            if let Some(f) = &rule.function {
+                match (&f.name, &f.regex) {
+                    (Some(name), _) => *names.entry(name.clone()).or_default() |= bit,
+                    (None, Some(regex)) => {
+                        patterns.push(format!("^(?:{regex})$"));
+                        regex_rules.push(i);
+                    }
+                    (None, None) => return Err("function: give name or regex".to_string()),
+                }
+                match f.mode {
+                    FunctionMode::Total => total_mode |= bit,
+                    FunctionMode::SelfOnly => self_mode |= bit,
+                }
+            }
+            let profile_type = ProfileType::parse(&rule.profile_type).map_err(|e| e.to_string())?;
+            let selector = rule
+                .selector
+                .as_deref()
+                .map(Selector::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            compiled.push(Rule {
+                metric: Arc::from(rule.metric.as_str()),
+                unit: Unit::of(&profile_type.sample_unit),
+                profile_type,
+                selector,
+                has_function: rule.function.is_some(),
+                group_by: rule.group_by.clone(),
+                max_series: rule.max_series.unwrap_or(default_max_series),
+            });
+        }
+        Ok(Rules {
+            rules: compiled,
+            names,
+            regexes: RegexSet::new(&patterns).map_err(|e| e.to_string())?,
+            regex_rules,
+            total_mode,
+            self_mode,
+        })
     }
 
-    /// A fresh function index for one symbol table, if the rule matches functions.
-    pub fn index_for(&self, symbols: &Symbols) -> Option<FunctionIndex> {
-        let (matcher, mode) = self.function.as_ref()?;
-        Some(FunctionIndex::new(symbols, matcher, *mode))
+    /// Whether any rule matches functions (else no table index is needed).
+    pub fn has_function_rules(&self) -> bool {
+        self.total_mode | self.self_mode != 0
     }
-}
 
-/// Which locations, and lazily which stacks, of one symbol table hold a matching function.
-pub struct FunctionIndex {
-    locations: Vec<bool>,
-    /// Per stack: 0 not yet known, 1 no, 2 yes.
-    stacks: Vec<u8>,
-    mode: FunctionMode,
-}
-
-impl FunctionIndex {
-    fn new(symbols: &Symbols, matcher: &NameMatch, mode: FunctionMode) -> Self {
-        let functions: Vec<bool> = symbols
+    /// The index of one symbol table.
+    pub fn index(&self, symbols: &Symbols) -> TableIndex {
+        let functions: Vec<u64> = symbols
             .functions
             .iter()
-            .map(|f| matcher.matches(symbols.str(f.name)))
+            .map(|f| {
+                let name = symbols.str(f.name);
+                let mut mask = self.names.get(name).copied().unwrap_or(0);
+                if !self.regex_rules.is_empty() {
+                    for pattern in self.regexes.matches(name).iter() {
+                        mask |= 1 << self.regex_rules[pattern];
+                    }
+                }
+                mask
+            })
             .collect();
-        let matches = |function: u32| functions.get(function as usize).copied().unwrap_or(false);
+        let of = |function: u32| functions.get(function as usize).copied().unwrap_or(0);
         let locations = symbols
             .locations
             .iter()
-            .map(|location| match mode {
-                FunctionMode::Total => location.lines.iter().any(|l| matches(l.function)),
-                FunctionMode::SelfOnly => location.lines.first().is_some_and(|l| matches(l.function)),
+            .map(|location| {
+                let any = location.lines.iter().fold(0, |mask, l| mask | of(l.function));
+                let leaf = location.lines.first().map_or(0, |l| of(l.function));
+                (any & self.total_mode, leaf & self.self_mode)
             })
             .collect();
-        FunctionIndex {
+        TableIndex {
             locations,
-            stacks: vec![0; symbols.stack_count()],
-            mode,
+            stacks: vec![None; symbols.stack_count()],
         }
     }
 
-    fn stack_matches(&mut self, symbols: &Symbols, stack: u32) -> bool {
-        let Some(known) = self.stacks.get_mut(stack as usize) else {
-            return false;
-        };
-        if *known == 0 {
-            let frames = symbols.stack(stack);
-            let hit = |loc: &u32| self.locations.get(*loc as usize).copied().unwrap_or(false);
-            let matched = match self.mode {
-                // The leaf is the stack's first location.
-                FunctionMode::SelfOnly => frames.first().is_some_and(hit),
-                FunctionMode::Total => frames.iter().any(hit),
-            };
-            *known = if matched { 2 } else { 1 };
+    /// Adds, per rule, the sample values it counts of one profile to `sums` (one slot per
+    /// rule): every sample for a rule without `function`, the matching ones for the others.
+    /// Only the rules in `selected` (a bit per rule) are counted.
+    pub fn count(&self, profile: &Profile, selected: u64, index: Option<&mut TableIndex>, sums: &mut [i64; MAX_RULES]) {
+        let mut plain = selected;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.has_function {
+                plain &= !(1 << i);
+            }
         }
-        *known == 2
+        if plain != 0 {
+            let total = profile.total();
+            for_each_bit(plain, |i| sums[i] = sums[i].saturating_add(total));
+        }
+        let wanted = selected & (self.total_mode | self.self_mode);
+        let Some(index) = index.filter(|_| wanted != 0) else {
+            return;
+        };
+        for sample in &profile.samples {
+            let mask = index.stack(&profile.symbols, sample.stack) & wanted;
+            for_each_bit(mask, |i| sums[i] = sums[i].saturating_add(sample.value));
+        }
+    }
+}
+
+fn for_each_bit(mut mask: u64, mut f: impl FnMut(usize)) {
+    while mask != 0 {
+        f(mask.trailing_zeros() as usize);
+        mask &= mask - 1;
+    }
+}
+
+/// Which rules each location, and lazily each stack, of one symbol table counts for.
+pub struct TableIndex {
+    /// Per location: (`total` rules of any of its lines, `self` rules of its innermost line).
+    locations: Vec<(u64, u64)>,
+    stacks: Vec<Option<u64>>,
+}
+
+impl TableIndex {
+    fn stack(&mut self, symbols: &Symbols, stack: u32) -> u64 {
+        let Some(known) = self.stacks.get_mut(stack as usize) else {
+            return 0;
+        };
+        if let Some(mask) = *known {
+            return mask;
+        }
+        let frames = symbols.stack(stack);
+        let location = |loc: &u32| self.locations.get(*loc as usize).copied().unwrap_or((0, 0));
+        // The leaf is the stack's first location.
+        let leaf = frames.first().map_or(0, |l| location(l).1);
+        let any = frames.iter().fold(0, |mask, l| mask | location(l).0);
+        *known = Some(any | leaf);
+        any | leaf
     }
 }
