@@ -232,6 +232,21 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
             component_tasks.push((format!("extension {id}"), task));
         }
     }
+    // Pushers of flamepipe's own metrics (`service.telemetry.metrics.readers`); each pushes
+    // once more when shutdown starts.
+    for (i, reader) in config.service.telemetry.metrics.readers.iter().enumerate() {
+        let otlp = &reader.periodic.exporter.otlp;
+        component_tasks.push((
+            format!("telemetry metrics reader {i}"),
+            Box::pin(flamepipe_exporter_otlp::telemetry::push_periodically(
+                Arc::clone(&ctx.telemetry),
+                otlp.endpoint.clone(),
+                reader.periodic.interval.0,
+                otlp.timeout.0,
+                ctx.shutdown.clone(),
+            )),
+        ));
+    }
     let servers = server::bind(mounts).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let router = server::telemetry_router(Arc::clone(&ctx.telemetry), Arc::clone(&ready));

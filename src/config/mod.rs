@@ -482,7 +482,7 @@ impl Loader<'_> {
             Value::Null => return,
             _ => {
                 self.errors
-                    .push(Problem::new(path, "expected a mapping with metrics_address and logs"));
+                    .push(Problem::new(path, "expected a mapping with metrics_address, metrics and logs"));
                 return;
             }
         };
@@ -500,9 +500,15 @@ impl Loader<'_> {
                         telemetry.logs = l;
                     }
                 }
-                _ => self
-                    .errors
-                    .push(Problem::new(at, "unknown key, expected one of metrics_address, logs")),
+                "metrics" => {
+                    if let Some(m) = self.parse_part(&at, value) {
+                        telemetry.metrics = m;
+                    }
+                }
+                _ => self.errors.push(Problem::new(
+                    at,
+                    "unknown key, expected one of metrics_address, metrics, logs",
+                )),
             }
         }
     }

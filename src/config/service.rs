@@ -72,6 +72,95 @@ impl Validate for Pipeline {
 pub struct TelemetrySettings {
     pub metrics_address: ListenAddress,
     pub logs: LogSettings,
+    pub metrics: MetricsTelemetry,
+}
+
+/// `service.telemetry.metrics`: where flamepipe pushes its own metrics besides serving them
+/// on `/metrics`, in the Collector's shape (`readers: [{ periodic: { exporter: { otlp } } }]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsTelemetry {
+    pub readers: Vec<MetricReader>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricReader {
+    pub periodic: PeriodicReader,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodicReader {
+    /// How often the metrics are pushed. Default `60s`, as the Collector's.
+    #[serde(default = "default_push_interval")]
+    pub interval: Duration,
+    pub exporter: PushExporter,
+}
+
+fn default_push_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushExporter {
+    pub otlp: OtlpPush,
+}
+
+/// An OTLP endpoint for flamepipe's own metrics.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpPush {
+    /// `http://host:port` of an OTLP gRPC receiver.
+    pub endpoint: String,
+    /// `grpc`, the only one supported.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Default `10s`.
+    #[serde(default = "default_push_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_protocol() -> String {
+    "grpc".to_string()
+}
+
+fn default_push_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Validate for MetricsTelemetry {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        for (i, reader) in self.readers.iter().enumerate() {
+            let at = format!("readers[{i}].periodic");
+            let otlp = &reader.periodic.exporter.otlp;
+            if reader.periodic.interval.0 < std::time::Duration::from_secs(1) {
+                issues.push(ConfigIssue::new(format!("{at}.interval"), "must be at least 1s"));
+            }
+            let host = otlp
+                .endpoint
+                .strip_prefix("http://")
+                .or_else(|| otlp.endpoint.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+                issues.push(ConfigIssue::new(
+                    format!("{at}.exporter.otlp.endpoint"),
+                    format!("invalid endpoint {:?}: expected http://host:port", otlp.endpoint),
+                ));
+            }
+            if otlp.protocol != "grpc" {
+                issues.push(ConfigIssue::new(
+                    format!("{at}.exporter.otlp.protocol"),
+                    format!("unsupported protocol {:?}: only grpc", otlp.protocol),
+                ));
+            }
+            if otlp.timeout.is_zero() {
+                issues.push(ConfigIssue::new(format!("{at}.exporter.otlp.timeout"), "must be greater than 0s"));
+            }
+        }
+        issues
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

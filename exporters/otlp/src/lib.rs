@@ -12,10 +12,12 @@
 //! - [`encode`]: the core model -> `ExportProfilesServiceRequest`.
 //! - [`metrics`]: metric points -> `ExportMetricsServiceRequest` (monotonic cumulative sums).
 //! - `forward`: the exporter task: send, retry, acknowledge.
+//! - [`telemetry`]: flamepipe's own metrics pushed over OTLP (`service.telemetry.metrics.readers`).
 
 pub mod config;
 pub mod encode;
 mod forward;
 pub mod metrics;
+pub mod telemetry;
 
 pub use config::Config;
