@@ -1,6 +1,7 @@
 """An OTLP metrics receiver for the tests, built on the OpenTelemetry Python proto package and
 grpcio (both in integration/.venv-otel): serves MetricsService/Export over gRPC on 127.0.0.1,
-prints its port as the first line, then one JSON line per data point it decoded."""
+prints its port as the first line, then one JSON line per data point it decoded (sums,
+gauges and histograms)."""
 
 import json
 import sys
@@ -21,14 +22,27 @@ class Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
+                    if kind == "gauge":
+                        for dp in m.gauge.data_points:
+                            print(json.dumps({"name": m.name, "kind": kind, "attributes": attributes(dp.attributes),
+                                              "value": dp.as_double}), flush=True)
+                        continue
+                    if kind == "histogram":
+                        for dp in m.histogram.data_points:
+                            print(json.dumps({"name": m.name, "kind": kind, "attributes": attributes(dp.attributes),
+                                              "count": dp.count, "sum": dp.sum,
+                                              "buckets": len(dp.bucket_counts), "bounds": len(dp.explicit_bounds),
+                                              "temporality": m.histogram.aggregation_temporality}), flush=True)
+                        continue
                     if kind != "sum":
-                        print(json.dumps({"name": m.name, "error": f"not a sum: {kind}"}), flush=True)
+                        print(json.dumps({"name": m.name, "error": f"unexpected {kind}"}), flush=True)
                         continue
                     for dp in m.sum.data_points:
                         print(
                             json.dumps(
                                 {
                                     "name": m.name,
+                                    "kind": kind,
                                     "unit": m.unit,
                                     "monotonic": m.sum.is_monotonic,
                                     "temporality": m.sum.aggregation_temporality,

@@ -542,3 +542,90 @@ service:
     assert!(prometheus.query("profile_cpu_seconds_total").is_empty());
     assert!(victoria.query("profile_cpu_seconds_total").is_empty());
 }
+
+#[test]
+fn flamepipes_own_metrics_are_pushed_over_otlp_as_metrics_shows_them() {
+    let Some(python) = venv_python(".venv-otel") else {
+        return;
+    };
+    let mut sink = Command::new(python)
+        .arg(repo_root().join("integration/clients/otlp_metrics_sink.py"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the OTLP metrics sink");
+    let mut out = BufReader::new(sink.stdout.take().unwrap());
+    let mut port = String::new();
+    out.read_line(&mut port).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", port.trim());
+    let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let fp = Flamepipe::start_yaml(BIN, |data| {
+        format!(
+            r#"
+receivers:
+  pyroscope: {{ address: "127.0.0.1:0" }}
+processors:
+  segment: {{ flush_interval: 100ms }}
+exporters:
+  blocks: {{ store: local }}
+storage:
+  local: {{ url: "file://{data}" }}
+service:
+  pipelines:
+    profiles: {{ receivers: [pyroscope], processors: [segment], exporters: [blocks] }}
+  telemetry:
+    metrics_address: "127.0.0.1:0"
+    metrics:
+      readers:
+        - periodic:
+            interval: 1s
+            exporter:
+              otlp: {{ endpoint: "{endpoint}", protocol: grpc }}
+    logs: {{ format: json }}
+"#,
+            data = data.display()
+        )
+    });
+    ingest(
+        &fp,
+        "own-metrics",
+        &std::fs::read(fixture("pprof/go-cpu-json-regex-nolabels.pb.gz")).unwrap(),
+    );
+    let accepted = "flamepipe_receiver_accepted_profiles_total{receiver=\"pyroscope\"}";
+    let want = fp.metric(accepted);
+    assert!(want >= 1.0);
+    // Points arrive every second; wait for one that has the ingest in it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut counter, mut histogram) = (None, None);
+    while std::time::Instant::now() < deadline && (counter.is_none() || histogram.is_none()) {
+        let Ok(p) = lines.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        if p["name"] == "flamepipe_receiver_accepted_profiles_total" && p["value"].as_f64() == Some(want) {
+            counter = Some(p);
+        } else if p["name"] == "flamepipe_processor_segment_flush_duration_seconds" && p["count"].as_u64() >= Some(1) {
+            histogram = Some(p);
+        }
+    }
+    let counter = counter.expect("the accepted-profiles counter, with the value /metrics shows");
+    assert_eq!(counter["kind"], "sum");
+    assert_eq!(counter["monotonic"], true);
+    assert_eq!(counter["temporality"], 2);
+    assert_eq!(counter["attributes"]["receiver"], "pyroscope");
+    assert_eq!(counter["resource"]["service.name"], "flamepipe");
+    let histogram = histogram.expect("the segment flush histogram");
+    assert_eq!(histogram["kind"], "histogram");
+    assert_eq!(
+        histogram["buckets"].as_u64().unwrap(),
+        histogram["bounds"].as_u64().unwrap() + 1
+    );
+    drop(fp);
+    let _ = sink.kill();
+    let _ = sink.wait();
+}

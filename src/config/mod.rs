@@ -481,8 +481,10 @@ impl Loader<'_> {
             Value::Mapping(m) => m,
             Value::Null => return,
             _ => {
-                self.errors
-                    .push(Problem::new(path, "expected a mapping with metrics_address, metrics and logs"));
+                self.errors.push(Problem::new(
+                    path,
+                    "expected a mapping with metrics_address, metrics and logs",
+                ));
                 return;
             }
         };

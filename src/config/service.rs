@@ -156,7 +156,10 @@ impl Validate for MetricsTelemetry {
                 ));
             }
             if otlp.timeout.is_zero() {
-                issues.push(ConfigIssue::new(format!("{at}.exporter.otlp.timeout"), "must be greater than 0s"));
+                issues.push(ConfigIssue::new(
+                    format!("{at}.exporter.otlp.timeout"),
+                    "must be greater than 0s",
+                ));
             }
         }
         issues

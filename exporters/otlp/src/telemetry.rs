@@ -40,8 +40,11 @@ fn attribute(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// Label pairs as the exposition writes them.
+type Pairs = Vec<(String, String)>;
+
 /// One sample line of the exposition: name, labels, value.
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample(line: &str) -> Option<(&str, Pairs, f64)> {
     let (head, value) = line.rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let Some((name, rest)) = head.split_once('{') else {
@@ -82,7 +85,7 @@ pub fn snapshot(exposition: &str, start_ns: u64, now_ns: u64) -> ExportMetricsSe
     let mut kind = "";
     let mut help = String::new();
     // Histogram points being gathered: labels (without `le`) -> (bounds, cumulative counts, sum, count).
-    type Gathering = BTreeMap<Vec<(String, String)>, (Vec<f64>, Vec<u64>, f64, u64)>;
+    type Gathering = BTreeMap<Pairs, (Vec<f64>, Vec<u64>, f64, u64)>;
     let mut histogram: (String, Gathering) = (String::new(), BTreeMap::new());
     let flush_histogram = |histogram: &mut (String, Gathering), metrics: &mut Vec<Metric>, help: &str| {
         if histogram.1.is_empty() {
@@ -215,7 +218,9 @@ fn push_point(metrics: &mut Vec<Metric>, name: &str, help: &str, point: NumberDa
                         is_monotonic: true,
                     })
                 } else {
-                    metric::Data::Gauge(Gauge { data_points: Vec::new() })
+                    metric::Data::Gauge(Gauge {
+                        data_points: Vec::new(),
+                    })
                 }),
                 ..Default::default()
             });
@@ -287,7 +292,12 @@ mod tests {
         histogram.get_or_create(&Vec::new()).observe(100.0);
         let request = snapshot(&telemetry.encode(), 1, 2);
         let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
-        let find = |name: &str| metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} in {metrics:?}"));
+        let find = |name: &str| {
+            metrics
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name} in {metrics:?}"))
+        };
         let Some(metric::Data::Sum(sum)) = &find("flamepipe_receiver_accepted_profiles_total").data else {
             panic!("a sum")
         };
@@ -297,7 +307,11 @@ mod tests {
         let Some(metric::Data::Sum(refused)) = &find("flamepipe_receiver_refused_requests_total").data else {
             panic!("a sum")
         };
-        assert!(refused.data_points[0].attributes.contains(&attribute("reason", "bad \"gzip\"")));
+        assert!(
+            refused.data_points[0]
+                .attributes
+                .contains(&attribute("reason", "bad \"gzip\""))
+        );
         let Some(metric::Data::Gauge(g)) = &find("flamepipe_things_now").data else {
             panic!("a gauge")
         };
