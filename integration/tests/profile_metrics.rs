@@ -77,6 +77,22 @@ fn ingest(fp: &Flamepipe, app: &str, body: &[u8]) {
     assert_eq!(status, 200, "{text}");
 }
 
+/// The OTLP metrics receiver of `integration/clients/otlp_metrics_sink.py` (the OpenTelemetry
+/// Python proto package and grpcio): the process, its output after the port line, and its
+/// endpoint.
+fn otlp_metrics_sink() -> Option<(std::process::Child, BufReader<std::process::ChildStdout>, String)> {
+    let python = venv_python(".venv-otel")?;
+    let mut sink = Command::new(python)
+        .arg(repo_root().join("integration/clients/otlp_metrics_sink.py"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the OTLP metrics sink");
+    let mut out = BufReader::new(sink.stdout.take().expect("piped stdout"));
+    let mut port = String::new();
+    out.read_line(&mut port).expect("the sink's port");
+    Some((sink, out, format!("http://127.0.0.1:{}", port.trim())))
+}
+
 /// The connector and pipelines exactly as the configuration reference shows them, with the
 /// remote-write endpoints of the test's receivers.
 fn config(data: &Path, prometheus: &str, victoria: &str) -> String {
@@ -390,18 +406,9 @@ service:
 #[test]
 fn counters_go_out_as_otlp_metrics_that_a_real_decoder_reads() {
     let Some(go) = go_tool() else { return };
-    let Some(python) = venv_python(".venv-otel") else {
+    let Some((mut sink, mut out, endpoint)) = otlp_metrics_sink() else {
         return;
     };
-    let mut sink = Command::new(python)
-        .arg(repo_root().join("integration/clients/otlp_metrics_sink.py"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the OTLP metrics sink");
-    let mut out = BufReader::new(sink.stdout.take().unwrap());
-    let mut port = String::new();
-    out.read_line(&mut port).unwrap();
-    let endpoint = format!("http://127.0.0.1:{}", port.trim());
     let mut fp = Flamepipe::start_yaml(BIN, |data| {
         format!(
             r#"
@@ -545,18 +552,9 @@ service:
 
 #[test]
 fn flamepipes_own_metrics_are_pushed_over_otlp_as_metrics_shows_them() {
-    let Some(python) = venv_python(".venv-otel") else {
+    let Some((mut sink, out, endpoint)) = otlp_metrics_sink() else {
         return;
     };
-    let mut sink = Command::new(python)
-        .arg(repo_root().join("integration/clients/otlp_metrics_sink.py"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the OTLP metrics sink");
-    let mut out = BufReader::new(sink.stdout.take().unwrap());
-    let mut port = String::new();
-    out.read_line(&mut port).unwrap();
-    let endpoint = format!("http://127.0.0.1:{}", port.trim());
     let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
     std::thread::spawn(move || {
         for line in out.lines().map_while(Result::ok) {

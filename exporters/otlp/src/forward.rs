@@ -66,14 +66,7 @@ impl Deliver<Batch> for Export {
         if batch.profiles.is_empty() {
             return Ok(Delivered::default());
         }
-        let mut call = tonic::Request::new(encode(&batch.profiles));
-        let metadata = call.metadata_mut();
-        if let Ok(value) = batch.tenant.parse() {
-            metadata.insert(TENANT_HEADER, value);
-        }
-        for (k, v) in &self.headers {
-            metadata.insert(k.clone(), v.clone());
-        }
+        let call = request(encode(&batch.profiles), &batch.tenant, &self.headers);
         match self.client.clone().export(call).await {
             Ok(response) => Ok(match response.into_inner().partial_success {
                 Some(partial) if partial.rejected_profiles > 0 => Delivered {
@@ -85,6 +78,24 @@ impl Deliver<Batch> for Export {
             Err(status) => Err(classify(&self.endpoint, &status)),
         }
     }
+}
+
+/// A call carrying `message`, the batch's tenant as `X-Scope-OrgID` and the configured
+/// headers (which win over the tenant).
+pub(crate) fn request<T>(
+    message: T,
+    tenant: &str,
+    headers: &[(AsciiMetadataKey, AsciiMetadataValue)],
+) -> tonic::Request<T> {
+    let mut call = tonic::Request::new(message);
+    let metadata = call.metadata_mut();
+    if let Ok(value) = tenant.parse() {
+        metadata.insert(TENANT_HEADER, value);
+    }
+    for (k, v) in headers {
+        metadata.insert(k.clone(), v.clone());
+    }
+    call
 }
 
 /// The codes the OTLP specification calls retryable are retried; the others are final.

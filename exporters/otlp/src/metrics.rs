@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use flamepipe_core::exporter_helper::{Deliver, Delivered, ExportError};
 use flamepipe_core::metric::{MetricPoint, MetricsBatch};
-use flamepipe_core::tenant::TENANT_HEADER;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -22,7 +21,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::Channel;
 
-use crate::forward::classify;
+use crate::forward::{classify, request};
 
 /// The UCUM unit a Prometheus counter name says.
 fn unit(name: &str) -> &'static str {
@@ -35,7 +34,7 @@ fn unit(name: &str) -> &'static str {
     }
 }
 
-fn string(key: &str, value: &str) -> KeyValue {
+pub(crate) fn string(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
@@ -74,15 +73,24 @@ pub fn encode_metrics(points: &[MetricPoint]) -> ExportMetricsServiceRequest {
             ..Default::default()
         })
         .collect();
+    request_of("flamepipe/profile_metrics", metrics)
+}
+
+/// One request holding `metrics`, under the resource `service.name=flamepipe` (and its
+/// version) and the instrumentation scope `scope`.
+pub(crate) fn request_of(scope: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![string("service.name", "flamepipe")],
+                attributes: vec![
+                    string("service.name", "flamepipe"),
+                    string("service.version", env!("CARGO_PKG_VERSION")),
+                ],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(InstrumentationScope {
-                    name: "flamepipe/profile_metrics".to_string(),
+                    name: scope.to_string(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     ..Default::default()
                 }),
@@ -106,14 +114,7 @@ impl Deliver<MetricsBatch> for ExportMetrics {
         if batch.points.is_empty() {
             return Ok(Delivered::default());
         }
-        let mut call = tonic::Request::new(encode_metrics(&batch.points));
-        let metadata = call.metadata_mut();
-        if let Ok(value) = batch.tenant.parse() {
-            metadata.insert(TENANT_HEADER, value);
-        }
-        for (k, v) in &self.headers {
-            metadata.insert(k.clone(), v.clone());
-        }
+        let call = request(encode_metrics(&batch.points), &batch.tenant, &self.headers);
         match self.client.clone().export(call).await {
             Ok(response) => Ok(match response.into_inner().partial_success {
                 Some(partial) if partial.rejected_data_points > 0 => Delivered {

@@ -14,30 +14,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flamepipe_core::telemetry::Telemetry;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
-    ScopeMetrics, Sum, metric, number_data_point,
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum, metric,
+    number_data_point,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{debug, warn};
+
+use crate::metrics::{request_of, string};
 
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
 }
 
 /// Label pairs as the exposition writes them.
@@ -107,7 +97,7 @@ pub fn snapshot(exposition: &str, start_ns: u64, now_ns: u64) -> ExportMetricsSe
                     counts.push(count.saturating_sub(cumulative.last().copied().unwrap_or(0)));
                 }
                 HistogramDataPoint {
-                    attributes: labels.iter().map(|(k, v)| attribute(k, v)).collect(),
+                    attributes: labels.iter().map(|(k, v)| string(k, v)).collect(),
                     start_time_unix_nano: start_ns,
                     time_unix_nano: now_ns,
                     count,
@@ -144,7 +134,7 @@ pub fn snapshot(exposition: &str, start_ns: u64, now_ns: u64) -> ExportMetricsSe
         let Some((name, mut labels, value)) = sample(line) else {
             continue;
         };
-        let attributes = |labels: &[(String, String)]| labels.iter().map(|(k, v)| attribute(k, v)).collect();
+        let attributes = |labels: &[(String, String)]| labels.iter().map(|(k, v)| string(k, v)).collect();
         let point = |labels: &[(String, String)]| NumberDataPoint {
             attributes: attributes(labels),
             start_time_unix_nano: start_ns,
@@ -179,27 +169,7 @@ pub fn snapshot(exposition: &str, start_ns: u64, now_ns: u64) -> ExportMetricsSe
         }
     }
     flush_histogram(&mut histogram, &mut metrics, &help);
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![
-                    attribute("service.name", "flamepipe"),
-                    attribute("service.version", env!("CARGO_PKG_VERSION")),
-                ],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "flamepipe".to_string(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    ..Default::default()
-                }),
-                metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    request_of("flamepipe", metrics)
 }
 
 /// Adds a point to the metric `name` (a sum when `monotonic`, else a gauge).
@@ -303,14 +273,14 @@ mod tests {
         };
         assert!(sum.is_monotonic);
         assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsDouble(3.0)));
-        assert_eq!(sum.data_points[0].attributes, [attribute("receiver", "pyroscope")]);
+        assert_eq!(sum.data_points[0].attributes, [string("receiver", "pyroscope")]);
         let Some(metric::Data::Sum(refused)) = &find("flamepipe_receiver_refused_requests_total").data else {
             panic!("a sum")
         };
         assert!(
             refused.data_points[0]
                 .attributes
-                .contains(&attribute("reason", "bad \"gzip\""))
+                .contains(&string("reason", "bad \"gzip\""))
         );
         let Some(metric::Data::Gauge(g)) = &find("flamepipe_things_now").data else {
             panic!("a gauge")
