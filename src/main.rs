@@ -141,13 +141,18 @@ fn compact(path: &Path) -> Result<(), Failure> {
 }
 
 fn start(path: &Path, loaded: config::Loaded) -> Result<(), Failure> {
-    let logs = &loaded.config.service.telemetry.logs;
-    logging::init(logs.level, logs.format);
+    let runtime = runtime()?;
+    let telemetry = &loaded.config.service.telemetry;
+    // Inside the runtime: a span exporter's connection runs on it.
+    let _logging = {
+        let _in_runtime = runtime.enter();
+        logging::init(telemetry.logs.level, telemetry.logs.format, &telemetry.traces)
+    };
     for line in &loaded.warnings {
         warn!("{line}");
     }
     info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting flamepipe");
-    runtime()?.block_on(async {
+    runtime.block_on(async {
         let stop = shutdown_signal();
         let topology = topology::build(loaded.config)
             .await

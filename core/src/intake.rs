@@ -17,7 +17,7 @@ use axum::http::header::CONTENT_LENGTH;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::component::{AckMode, BuildContext, DeliverError, PipelineSender, deliver};
 use crate::model::Profile;
@@ -265,16 +265,31 @@ impl Intake {
 
     /// Hands one request's profiles on as one batch ([`deliver`]: the shared checks, the
     /// pipelines, the acknowledgement `ack` asks for) and counts them as accepted.
+    ///
+    /// With span export on, each request is an `ingest` span (receiver, tenant, profiles,
+    /// bytes, outcome) lasting until its answer, so it covers the durable write.
     pub async fn deliver(&self, tenant: Arc<str>, profiles: Vec<Profile>, body_len: usize) -> Result<(), Refusal> {
         let count = profiles.len() as u64;
-        deliver(
+        let span = tracing::info_span!(
+            target: "flamepipe",
+            "ingest",
+            component = %self.id,
+            tenant = %tenant,
+            profiles = count,
+            bytes = body_len,
+            outcome = tracing::field::Empty,
+        );
+        let delivered = deliver(
             &self.output,
             tenant,
             profiles,
             self.settings.ack,
             self.settings.ack_timeout,
         )
-        .await?;
+        .instrument(span.clone())
+        .await;
+        span.record("outcome", if delivered.is_ok() { "ok" } else { "refused" });
+        delivered?;
         self.telemetry.accepted(&self.id, count, body_len as u64);
         Ok(())
     }

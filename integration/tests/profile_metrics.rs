@@ -77,16 +77,16 @@ fn ingest(fp: &Flamepipe, app: &str, body: &[u8]) {
     assert_eq!(status, 200, "{text}");
 }
 
-/// The OTLP metrics receiver of `integration/clients/otlp_metrics_sink.py` (the OpenTelemetry
-/// Python proto package and grpcio): the process, its output after the port line, and its
-/// endpoint.
-fn otlp_metrics_sink() -> Option<(std::process::Child, BufReader<std::process::ChildStdout>, String)> {
+/// The OTLP metrics and traces receiver of `integration/clients/otlp_sink.py` (the
+/// OpenTelemetry Python proto package and grpcio): the process, its output after the port
+/// line, and its endpoint.
+fn otlp_sink() -> Option<(std::process::Child, BufReader<std::process::ChildStdout>, String)> {
     let python = venv_python(".venv-otel")?;
     let mut sink = Command::new(python)
-        .arg(repo_root().join("integration/clients/otlp_metrics_sink.py"))
+        .arg(repo_root().join("integration/clients/otlp_sink.py"))
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("start the OTLP metrics sink");
+        .expect("start the OTLP sink");
     let mut out = BufReader::new(sink.stdout.take().expect("piped stdout"));
     let mut port = String::new();
     out.read_line(&mut port).expect("the sink's port");
@@ -406,7 +406,7 @@ service:
 #[test]
 fn counters_go_out_as_otlp_metrics_that_a_real_decoder_reads() {
     let Some(go) = go_tool() else { return };
-    let Some((mut sink, mut out, endpoint)) = otlp_metrics_sink() else {
+    let Some((mut sink, mut out, endpoint)) = otlp_sink() else {
         return;
     };
     let mut fp = Flamepipe::start_yaml(BIN, |data| {
@@ -552,7 +552,7 @@ service:
 
 #[test]
 fn flamepipes_own_metrics_are_pushed_over_otlp_as_metrics_shows_them() {
-    let Some((mut sink, out, endpoint)) = otlp_metrics_sink() else {
+    let Some((mut sink, out, endpoint)) = otlp_sink() else {
         return;
     };
     let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
@@ -626,4 +626,102 @@ service:
     drop(fp);
     let _ = sink.kill();
     let _ = sink.wait();
+}
+
+#[test]
+fn spans_of_ingest_block_writes_and_queries_go_out_over_otlp() {
+    let Some((mut sink, out, endpoint)) = otlp_sink() else {
+        return;
+    };
+    let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut fp = Flamepipe::start_yaml(BIN, |data| {
+        format!(
+            r#"
+receivers:
+  pyroscope: {{ address: "127.0.0.1:0" }}
+processors:
+  segment: {{ flush_interval: 100ms }}
+exporters:
+  blocks: {{ store: local }}
+extensions:
+  query: {{ address: "127.0.0.1:0", store: local }}
+storage:
+  local: {{ url: "file://{data}" }}
+service:
+  extensions: [query]
+  pipelines:
+    profiles: {{ receivers: [pyroscope], processors: [segment], exporters: [blocks] }}
+  telemetry:
+    metrics_address: "127.0.0.1:0"
+    traces:
+      processors:
+        - batch:
+            exporter:
+              otlp: {{ endpoint: "{endpoint}", protocol: grpc }}
+    logs: {{ format: json }}
+"#,
+            data = data.display()
+        )
+    });
+    let file = fixture("pprof/go-cpu-json-regex-nolabels.pb.gz");
+    ingest(&fp, "traced", &std::fs::read(&file).unwrap());
+    let block = std::fs::read_dir(fp.data.join("blocks/anonymous/L0"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".block")
+                .to_string()
+        })
+        .next()
+        .expect("one block written");
+    let query = serde_json::json!({
+        "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+        "labelSelector": "{service_name=\"traced\"}",
+        "start": "1700000000000",
+        "end": (now_ns() / 1_000_000).to_string(),
+    });
+    let reply = flamepipe_integration::query_client::connect_unary(&fp, "SelectMergeStacktraces", &query, None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_ne!(reply.json()["flamegraph"]["total"], "0", "the query finds the profile");
+    // The batch span processor sends on shutdown what it still holds.
+    assert!(fp.terminate(Duration::from_secs(30)).success());
+    let mut spans: Vec<serde_json::Value> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline && spans.len() < 3 {
+        if let Ok(v) = lines.recv_timeout(Duration::from_millis(500))
+            && v.get("span").is_some()
+        {
+            spans.push(v);
+        }
+    }
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["span"] == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:?}"))
+            .clone()
+    };
+    let ingest_span = find("ingest");
+    assert_eq!(ingest_span["attributes"]["tenant"], "anonymous");
+    assert_eq!(ingest_span["attributes"]["outcome"], "ok");
+    assert_eq!(ingest_span["resource"]["service.name"], "flamepipe");
+    let write = find("block.write");
+    assert_eq!(write["attributes"]["block"], block.as_str(), "the block id it wrote");
+    let query_span = find("query");
+    assert_eq!(
+        query_span["attributes"]["blocks"],
+        block.as_str(),
+        "the block id it read"
+    );
 }

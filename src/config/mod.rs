@@ -31,7 +31,7 @@ use yaml_serde::{Mapping, Value};
 
 use crate::registry::{self, ProcessorParser, Registry};
 use flamepipe_core::store::StorageConfig;
-pub use service::{LogFormat, LogLevel, Pipeline, Service};
+pub use service::{LogFormat, LogLevel, Pipeline, Service, TracesTelemetry};
 
 /// A loaded, valid configuration: components by id, and the service section.
 #[derive(Debug, Default)]
@@ -483,7 +483,7 @@ impl Loader<'_> {
             _ => {
                 self.errors.push(Problem::new(
                     path,
-                    "expected a mapping with metrics_address, metrics and logs",
+                    "expected a mapping with metrics_address, metrics, traces and logs",
                 ));
                 return;
             }
@@ -507,9 +507,14 @@ impl Loader<'_> {
                         telemetry.metrics = m;
                     }
                 }
+                "traces" => {
+                    if let Some(t) = self.parse_part(&at, value) {
+                        telemetry.traces = t;
+                    }
+                }
                 _ => self.errors.push(Problem::new(
                     at,
-                    "unknown key, expected one of metrics_address, metrics, logs",
+                    "unknown key, expected one of metrics_address, metrics, traces, logs",
                 )),
             }
         }

@@ -73,6 +73,7 @@ pub struct TelemetrySettings {
     pub metrics_address: ListenAddress,
     pub logs: LogSettings,
     pub metrics: MetricsTelemetry,
+    pub traces: TracesTelemetry,
 }
 
 /// `service.telemetry.metrics`: where flamepipe pushes its own metrics besides serving them
@@ -130,37 +131,76 @@ fn default_push_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+impl OtlpPush {
+    /// Problems of this endpoint's settings, under the YAML path `at`.
+    fn issues(&self, at: &str) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let host = self
+            .endpoint
+            .strip_prefix("http://")
+            .or_else(|| self.endpoint.strip_prefix("https://"));
+        if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+            issues.push(ConfigIssue::new(
+                format!("{at}.endpoint"),
+                format!("invalid endpoint {:?}: expected http://host:port", self.endpoint),
+            ));
+        }
+        if self.protocol != "grpc" {
+            issues.push(ConfigIssue::new(
+                format!("{at}.protocol"),
+                format!("unsupported protocol {:?}: only grpc", self.protocol),
+            ));
+        }
+        if self.timeout.is_zero() {
+            issues.push(ConfigIssue::new(format!("{at}.timeout"), "must be greater than 0s"));
+        }
+        issues
+    }
+}
+
 impl Validate for MetricsTelemetry {
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         for (i, reader) in self.readers.iter().enumerate() {
             let at = format!("readers[{i}].periodic");
-            let otlp = &reader.periodic.exporter.otlp;
             if reader.periodic.interval.0 < std::time::Duration::from_secs(1) {
                 issues.push(ConfigIssue::new(format!("{at}.interval"), "must be at least 1s"));
             }
-            let host = otlp
-                .endpoint
-                .strip_prefix("http://")
-                .or_else(|| otlp.endpoint.strip_prefix("https://"));
-            if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
-                issues.push(ConfigIssue::new(
-                    format!("{at}.exporter.otlp.endpoint"),
-                    format!("invalid endpoint {:?}: expected http://host:port", otlp.endpoint),
-                ));
-            }
-            if otlp.protocol != "grpc" {
-                issues.push(ConfigIssue::new(
-                    format!("{at}.exporter.otlp.protocol"),
-                    format!("unsupported protocol {:?}: only grpc", otlp.protocol),
-                ));
-            }
-            if otlp.timeout.is_zero() {
-                issues.push(ConfigIssue::new(
-                    format!("{at}.exporter.otlp.timeout"),
-                    "must be greater than 0s",
-                ));
-            }
+            issues.extend(reader.periodic.exporter.otlp.issues(&format!("{at}.exporter.otlp")));
+        }
+        issues
+    }
+}
+
+/// `service.telemetry.traces`: where spans of flamepipe's own work go, in the Collector's
+/// shape (`processors: [{ batch: { exporter: { otlp } } }]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesTelemetry {
+    pub processors: Vec<SpanProcessor>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanProcessor {
+    pub batch: BatchSpanProcessor,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpanProcessor {
+    pub exporter: PushExporter,
+}
+
+impl Validate for TracesTelemetry {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.processors.len() > 1 {
+            issues.push(ConfigIssue::new("processors", "at most one span processor"));
+        }
+        for (i, processor) in self.processors.iter().enumerate() {
+            let at = format!("processors[{i}].batch.exporter.otlp");
+            issues.extend(processor.batch.exporter.otlp.issues(&at));
         }
         issues
     }

@@ -11,7 +11,7 @@ use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError, Req
 use flamepipe_core::telemetry::{CounterFamily, LabelPairs, component};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::{OnceCell, mpsc};
-use tracing::debug;
+use tracing::{Instrument, debug};
 use ulid::Ulid;
 
 use crate::config::Config;
@@ -132,7 +132,21 @@ impl Deliver<PendingBlock> for Put {
             Err(e) => return Err(ExportError::Permanent(e.clone())),
         };
         let path = block_path(&pending.batch.tenant, *id);
-        let result = self.store.put(&path, PutPayload::from(bytes.clone())).await;
+        let span = tracing::info_span!(
+            target: "flamepipe",
+            "block.write",
+            component = %self.id,
+            block = %id,
+            tenant = %pending.batch.tenant,
+            profiles = pending.profile_count,
+            requests = pending.batch.acks.len(),
+            bytes = bytes.len(),
+        );
+        let result = self
+            .store
+            .put(&path, PutPayload::from(bytes.clone()))
+            .instrument(span)
+            .await;
         match result {
             Ok(_) => {
                 self.metrics

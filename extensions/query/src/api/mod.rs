@@ -29,6 +29,7 @@ use axum::routing::{MethodRouter, get, post};
 use flamepipe_core::component::{BuildContext, BuildError, HttpMount};
 use flamepipe_core::tenant::tenant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::QueryConfig;
 use crate::connect::{Code, ConnectError};
@@ -153,7 +154,24 @@ impl Api {
         acc: A,
         skipped: &Skipped,
     ) -> Result<A::Output, ConnectError> {
-        let (output, diagnostics) = self.engine.execute(query, acc).await.map_err(engine_error)?;
+        let span = tracing::info_span!(
+            target: "flamepipe",
+            "query",
+            component = "query",
+            tenant = %query.tenant,
+            blocks = tracing::field::Empty,
+            blocks_read = tracing::field::Empty,
+            profiles = tracing::field::Empty,
+        );
+        let (output, diagnostics) = self
+            .engine
+            .execute(query, acc)
+            .instrument(span.clone())
+            .await
+            .map_err(engine_error)?;
+        span.record("blocks", diagnostics.blocks.join(",").as_str());
+        span.record("blocks_read", diagnostics.blocks_read);
+        span.record("profiles", diagnostics.profiles_merged);
         skipped.add(diagnostics.skipped);
         Ok(output)
     }

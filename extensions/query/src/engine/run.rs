@@ -178,6 +178,8 @@ pub struct Diagnostics {
     pub stages: Vec<(&'static str, Duration)>,
     /// Blocks the query could not read (all or some of their datasets), once each.
     pub skipped: Vec<SkippedBlock>,
+    /// The ids of the blocks whose profiles the answer holds, in plan order.
+    pub blocks: Vec<String>,
 }
 
 /// A block a query skipped, and why.
@@ -564,6 +566,8 @@ impl QueryEngine {
         };
         let mut diagnostics = Diagnostics::default();
         let (mut index_time, mut fetch_time, mut decode_time, mut extract_time, mut merge_time) = Default::default();
+        // Planned blocks whose profiles were merged (a sorted set keeps plan order).
+        let mut merged_blocks: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
         let mut pending = tasks.into_iter();
         let mut running: JoinSet<TaskDone<A::Part>> = JoinSet::new();
         let mut last_snapshot: Option<Instant> = None;
@@ -614,6 +618,9 @@ impl QueryEngine {
             fetch_time += stats.fetch;
             decode_time += stats.decode;
             extract_time += stats.extract;
+            if stats.profiles > 0 {
+                merged_blocks.insert(block);
+            }
             diagnostics.blocks_read += stats.reads;
             diagnostics.bytes_read += stats.bytes_read;
             progress.profiles_merged += stats.profiles;
@@ -631,6 +638,7 @@ impl QueryEngine {
             }
         }
         diagnostics.datasets_read = progress.datasets_done;
+        diagnostics.blocks = merged_blocks.into_iter().map(|i| planned[i].0.id.to_string()).collect();
         diagnostics.skipped = skipped;
         diagnostics.profiles_merged = progress.profiles_merged;
         diagnostics.duration = started.elapsed();

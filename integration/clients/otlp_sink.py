@@ -1,7 +1,7 @@
-"""An OTLP metrics receiver for the tests, built on the OpenTelemetry Python proto package and
-grpcio (both in integration/.venv-otel): serves MetricsService/Export over gRPC on 127.0.0.1,
-prints its port as the first line, then one JSON line per data point it decoded (sums,
-gauges and histograms)."""
+"""An OTLP metrics and traces receiver for the tests, built on the OpenTelemetry Python proto
+package and grpcio (both in integration/.venv-otel): serves MetricsService/Export and
+TraceService/Export over gRPC on 127.0.0.1, prints its port as the first line, then one JSON
+line per data point (sums, gauges, histograms) or span it decoded."""
 
 import json
 import sys
@@ -9,10 +9,35 @@ from concurrent import futures
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
 def attributes(kvs):
-    return {kv.key: kv.value.string_value for kv in kvs}
+    out = {}
+    for kv in kvs:
+        kind = kv.value.WhichOneof("value")
+        out[kv.key] = getattr(kv.value, kind) if kind else None
+    return out
+
+
+class Spans(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request, context):
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    print(
+                        json.dumps(
+                            {
+                                "span": span.name,
+                                "attributes": attributes(span.attributes),
+                                "resource": attributes(rs.resource.attributes),
+                                "start_ns": span.start_time_unix_nano,
+                                "end_ns": span.end_time_unix_nano,
+                            }
+                        ),
+                        flush=True,
+                    )
+        return trace_service_pb2.ExportTraceServiceResponse()
 
 
 class Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -63,6 +88,7 @@ class Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
 def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Sink(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Spans(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
