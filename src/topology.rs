@@ -124,10 +124,24 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
     drop(metrics_exporters);
 
     // Connectors: each feeds the metrics pipelines that list it as a receiver, and is an
-    // exporter input of the profiles pipelines that list it as an exporter.
+    // exporter input of the profiles pipelines that list it as an exporter, and of the
+    // extensions that feed it (the compactor's `profile_metrics`).
     let pipelines = of_signal(Signal::Profiles);
+    let fed_by_extensions: Vec<String> = config
+        .service
+        .extensions
+        .iter()
+        .filter_map(|id| config.extensions.get(id))
+        .flat_map(|e| e.feeds())
+        .map(str::to_string)
+        .collect();
     let mut exporter_inputs: BTreeMap<String, mpsc::Sender<Batch>> = BTreeMap::new();
-    for id in pipelines.iter().flat_map(|(_, p)| &p.exporters) {
+    let connector_ids: Vec<&String> = pipelines
+        .iter()
+        .flat_map(|(_, p)| &p.exporters)
+        .chain(&fed_by_extensions)
+        .collect();
+    for id in connector_ids {
         let Some(connector) = config.connectors.remove(id) else {
             continue;
         };
@@ -195,8 +209,13 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
             }
         }
     }
-    // From here on only Outputs hold exporter inputs, so exporters see their input close
-    // once every pipeline feeding them has finished.
+    // The connectors extensions feed, for the extensions' build below.
+    let connector_inputs: BTreeMap<String, mpsc::Sender<Batch>> = fed_by_extensions
+        .iter()
+        .filter_map(|id| Some((id.clone(), exporter_inputs.get(id)?.clone())))
+        .collect();
+    // From here on only Outputs (and extensions) hold exporter inputs, so exporters see their
+    // input close once everything feeding them has finished.
     drop(exporter_inputs);
 
     let mut component_tasks = Vec::new();
@@ -226,12 +245,22 @@ pub async fn build(mut config: Config) -> Result<Topology, RunError> {
     // beside the receivers' and stop with them.
     for id in &config.service.extensions {
         let extension = config.extensions.remove(id).ok_or_else(|| missing("extension", id))?;
-        let parts = extension.build(&ctx.for_component(id))?;
+        let feeds = extension
+            .feeds()
+            .iter()
+            .map(|c| {
+                let input = connector_inputs.get(*c).ok_or_else(|| missing("connector", c))?;
+                Ok(Output::new(vec![input.clone()]))
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        let parts = extension.build_feeding(&ctx.for_component(id), feeds)?;
         mounts.extend(parts.mounts.into_iter().map(|m| (id.clone(), m)));
         if let Some(task) = parts.task {
             component_tasks.push((format!("extension {id}"), task));
         }
     }
+    // Extensions now hold the only other senders into the connectors they feed.
+    drop(connector_inputs);
     // Pushers of flamepipe's own metrics (`service.telemetry.metrics.readers`); each pushes
     // once more when shutdown starts.
     for (i, reader) in config.service.telemetry.metrics.readers.iter().enumerate() {

@@ -611,7 +611,18 @@ pub trait ExtensionConfig: Send + fmt::Debug {
     fn stores(&self) -> Vec<&str> {
         Vec::new()
     }
+    /// The connectors it hands profiles to (the compactor's `profile_metrics`), for config
+    /// validation and wiring: each must consume profiles.
+    fn feeds(&self) -> Vec<&str> {
+        Vec::new()
+    }
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ServedParts, BuildError>;
+    /// Builds with the inputs of the connectors [`ExtensionConfig::feeds`] names, in that
+    /// order. Extensions that feed none need not implement it.
+    fn build_feeding(self: Box<Self>, ctx: &BuildContext, feeds: Vec<Output>) -> Result<ServedParts, BuildError> {
+        let _ = feeds;
+        self.build(ctx)
+    }
 }
 
 #[cfg(test)]

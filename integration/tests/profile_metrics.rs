@@ -725,3 +725,80 @@ service:
         "the block id it read"
     );
 }
+
+#[test]
+fn counters_at_compaction_equal_counters_at_ingest() {
+    let Some(go) = go_tool() else { return };
+    let Some(victoria) = MetricsStore::victoria_metrics() else { return };
+    let write = victoria.write_url();
+    let fp = Flamepipe::start_yaml(BIN, |data| {
+        let rules = r#"
+    step: 1s
+    rules:
+      - metric: profile_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        group_by: [service_name]
+      - metric: profile_function_cpu_seconds_total
+        profile_type: process_cpu:cpu:nanoseconds:cpu:nanoseconds
+        function: { name: "runtime.mallocgc", mode: total }
+        group_by: [service_name]"#;
+        format!(
+            r#"
+receivers:
+  pyroscope: {{ address: "127.0.0.1:0" }}
+processors:
+  segment: {{ flush_interval: 100ms }}
+exporters:
+  blocks: {{ store: local }}
+  prometheus_remote_write: {{ endpoint: "{write}", batch_send_deadline: 100ms }}
+connectors:
+  profile_metrics/ingest:
+    instance: at-ingest{rules}
+  profile_metrics/compaction:
+    instance: at-compaction{rules}
+extensions:
+  compactor:
+    store: local
+    interval: 200ms
+    levels: [{{ max_inputs: 3, max_age: 1s }}, {{ max_inputs: 10, max_age: 1h }}]
+    profile_metrics: profile_metrics/compaction
+storage:
+  local: {{ url: "file://{data}" }}
+service:
+  extensions: [compactor]
+  pipelines:
+    profiles: {{ receivers: [pyroscope], processors: [segment], exporters: [blocks, profile_metrics/ingest] }}
+    metrics: {{ receivers: [profile_metrics/ingest, profile_metrics/compaction], exporters: [prometheus_remote_write] }}
+  telemetry:
+    metrics_address: "127.0.0.1:0"
+    logs: {{ format: json }}
+"#,
+            data = data.display()
+        )
+    });
+    let files = [
+        fixture("pprof/go-cpu-json-regex-nolabels.pb.gz"),
+        fixture("pprof/go-bench-encoding-json-cpu.pb.gz"),
+        fixture("pprof/go-cpu-json-regex-nolabels.pb.gz"),
+    ];
+    let now = now_ns();
+    for (i, file) in files.iter().enumerate() {
+        // Each in a segment of its own, so the compactor has level-0 blocks to merge.
+        ingest(&fp, "backfill", &restamped(file, now - 600_000_000_000 + i as i64 * 30_000_000_000));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let total: f64 = files.iter().map(|f| go_top_cum(&go, f, "").0).sum();
+    let malloc: f64 = files.iter().map(|f| go_top_cum(&go, f, "runtime.mallocgc").1.unwrap()).sum();
+    for (metric, want) in [("profile_cpu_seconds_total", total), ("profile_function_cpu_seconds_total", malloc)] {
+        let query = format!("last_over_time({metric}{{service_name=\"backfill\"}}[1h])");
+        let got = until(&victoria, &query, |got| {
+            got.len() == 2 && got.iter().all(|(_, v)| close(*v, want))
+        });
+        let instances: Vec<&str> = got.iter().map(|(l, _)| l["instance"].as_str()).collect();
+        assert_eq!(got.len(), 2, "{metric}: {got:?}");
+        assert!(instances.contains(&"at-ingest") && instances.contains(&"at-compaction"), "{got:?}");
+        for (labels, value) in &got {
+            assert!(close(*value, want), "{metric} {labels:?}: {value} != go tool pprof's {want}");
+        }
+    }
+}

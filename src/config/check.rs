@@ -82,19 +82,6 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
             }
         }
     }
-    for id in &defined.connectors {
-        let as_exporter = connector_sides.contains(&(id.as_str(), "exporter"));
-        let as_receiver = connector_sides.contains(&(id.as_str(), "receiver"));
-        let missing = match (as_exporter, as_receiver) {
-            (true, false) => "it is an exporter of a pipeline but no pipeline lists it as a receiver",
-            (false, true) => "it is a receiver of a pipeline but no pipeline lists it as an exporter",
-            _ => continue,
-        };
-        errors.push(Problem::new(
-            YamlPath::root().key("connectors").key(id),
-            format!("connector {id:?} joins two pipelines: {missing}"),
-        ));
-    }
     // A receiver in two pipelines hands each batch to both; if they also share an exporter,
     // that exporter would write every profile twice.
     let pipelines: Vec<_> = config.service.pipelines.iter().collect();
@@ -123,6 +110,21 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
             ));
         } else if defined.extensions.contains(id) {
             used.insert(("extension", id.as_str()));
+            for connector in config.extensions.get(id).map(|e| e.feeds()).unwrap_or_default() {
+                let at = YamlPath::root().key("extensions").key(id);
+                if !defined.connectors.iter().any(|c| c == connector) {
+                    errors.push(Problem::new(
+                        at,
+                        format!("feeds connector {connector:?}, which is not defined under connectors"),
+                    ));
+                    continue;
+                }
+                used.insert(("connector", connector));
+                connector_sides.push((connector, "exporter"));
+                if let Some(message) = connector_misfit(config, "exporter", connector, Signal::Profiles) {
+                    errors.push(Problem::new(at, message));
+                }
+            }
         } else {
             let known = if defined.extensions.is_empty() {
                 "none".to_string()
@@ -134,6 +136,21 @@ pub fn check(config: &Config, defined: &Defined, errors: &mut Vec<Problem>, warn
                 format!("unknown extension {id:?} (defined: {known})"),
             ));
         }
+    }
+    for id in &defined.connectors {
+        let as_exporter = connector_sides.contains(&(id.as_str(), "exporter"));
+        let as_receiver = connector_sides.contains(&(id.as_str(), "receiver"));
+        let missing = match (as_exporter, as_receiver) {
+            (true, false) => "it is an exporter of a pipeline but no pipeline lists it as a receiver",
+            (false, true) => {
+                "it is a receiver of a pipeline but no pipeline lists it as an exporter (nor does an extension feed it)"
+            }
+            _ => continue,
+        };
+        errors.push(Problem::new(
+            YamlPath::root().key("connectors").key(id),
+            format!("connector {id:?} joins two pipelines: {missing}"),
+        ));
     }
     for (section, kind, ids) in [
         ("receivers", "receiver", &defined.receivers),

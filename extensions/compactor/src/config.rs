@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use flamepipe_core::component::{BuildContext, BuildError, ExtensionConfig, ServedParts};
+use flamepipe_core::component::{BuildContext, BuildError, ExtensionConfig, Output, ServedParts};
 use flamepipe_core::config::{ByteSize, ConfigIssue, Duration, Validate};
 use flamepipe_core::store::DEFAULT_STORE;
 use serde::Deserialize;
@@ -55,6 +55,10 @@ pub struct Config {
     pub retention: Duration,
     /// `retention` per tenant.
     pub retention_by_tenant: BTreeMap<String, Duration>,
+    /// A connector (`profile_metrics/…`) that counts the profiles compaction first merges
+    /// (level 0 into level 1), once each: metrics over stored history or a backfill, with the
+    /// same rules as at ingest.
+    pub profile_metrics: Option<String>,
 }
 
 impl Default for Config {
@@ -78,6 +82,7 @@ impl Default for Config {
             ],
             lease_duration: Duration::from_secs(30),
             grace_period: Duration::from_secs(15 * 60),
+            profile_metrics: None,
             memory_budget: ByteSize::mib(512),
             retention: Duration::from_secs(0),
             retention_by_tenant: BTreeMap::new(),
@@ -128,12 +133,23 @@ impl ExtensionConfig for Config {
         vec![&self.store]
     }
 
+    fn feeds(&self) -> Vec<&str> {
+        self.profile_metrics.iter().map(String::as_str).collect()
+    }
+
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ServedParts, BuildError> {
+        self.build_feeding(ctx, Vec::new())
+    }
+
+    fn build_feeding(self: Box<Self>, ctx: &BuildContext, feeds: Vec<Output>) -> Result<ServedParts, BuildError> {
         let store = ctx.stores.open(&self.store).map_err(|e| BuildError {
             component: ctx.id.to_string(),
             message: e.to_string(),
         })?;
-        let compactor = Compactor::new(*self, store, ctx);
+        let mut compactor = Compactor::new(*self, store, ctx);
+        if let Some(feed) = feeds.into_iter().next() {
+            compactor = compactor.with_feed(feed);
+        }
         let shutdown = ctx.shutdown.clone();
         Ok(ServedParts {
             mounts: Vec::new(),

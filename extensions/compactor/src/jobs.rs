@@ -8,8 +8,10 @@
 
 use std::time::Instant;
 
+use flamepipe_core::Profile;
 use flamepipe_core::block::manifest::{CompactedBlock, Job, Manifest, Retired, read_latest, write_version};
 use flamepipe_core::block::{BlockRef, ManifestError, live_blocks_of};
+use flamepipe_core::component::Batch;
 use flamepipe_core::store::put_object;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -44,7 +46,13 @@ impl Compactor {
             for job in claimed {
                 let started = Instant::now();
                 match self.run_job(tenant, &job, token).await {
-                    Ok((copies, output_bytes)) => {
+                    Ok((copies, output_bytes, profiles)) => {
+                        // Committed: the profiles it merged from level 0 are counted now, once.
+                        if let Some(feed) = &self.feed
+                            && !profiles.is_empty()
+                        {
+                            feed.send(Batch::new(tenant, profiles)).await;
+                        }
                         report.committed += 1;
                         report.inputs += job.inputs.len();
                         report.copies += copies;
@@ -122,7 +130,7 @@ impl Compactor {
 
     /// Merges one claimed job, renewing its lease meanwhile, and commits it. Returns the exact
     /// copies it dropped and the output's size.
-    async fn run_job(&self, tenant: &str, job: &Planned, token: u64) -> Result<(u64, u64), Ended> {
+    async fn run_job(&self, tenant: &str, job: &Planned, token: u64) -> Result<(u64, u64, Vec<Profile>), Ended> {
         let merge = self.merge_job(tenant, job);
         tokio::pin!(merge);
         let renew_every = std::time::Duration::from_millis((self.lease_ms() / 2).max(1) as u64);
@@ -132,14 +140,15 @@ impl Compactor {
                 () = tokio::time::sleep(renew_every) => self.renew(tenant, &job.output, token).await?,
             }
         };
-        let (output, size, copies) = merged;
+        let (output, size, copies, profiles) = merged;
         self.commit(tenant, job, token, output).await?;
-        Ok((copies, size))
+        Ok((copies, size, profiles))
     }
 
     /// Reads the inputs, merges them off the runtime and writes the output. Returns the
-    /// output's entry for the manifest, its size and the copies dropped.
-    async fn merge_job(&self, tenant: &str, job: &Planned) -> Result<(CompactedBlock, u64, u64), Ended> {
+    /// output's entry for the manifest, its size, the copies dropped, and (for a feed, when
+    /// every input is level 0) the profiles written.
+    async fn merge_job(&self, tenant: &str, job: &Planned) -> Result<(CompactedBlock, u64, u64, Vec<Profile>), Ended> {
         let mut inputs = Vec::with_capacity(job.inputs.len());
         for block in &job.inputs {
             match self.store.get(&block.path).await {
@@ -156,7 +165,8 @@ impl Compactor {
         let key = flamepipe_core::block::parse_block_path(&output)
             .ok_or_else(|| Ended::Failed(format!("bad output key {output}")))?;
         let (tenant_owned, refs, level) = (tenant.to_string(), job.inputs.clone(), job.level);
-        let merged = tokio::task::spawn_blocking(move || merge_blocks(&tenant_owned, level, key.id, &refs, &inputs))
+        let keep = self.feed.is_some() && job.inputs.iter().all(|b| b.level == 0);
+        let merged = tokio::task::spawn_blocking(move || merge_blocks(&tenant_owned, level, key.id, &refs, &inputs, keep))
             .await
             .map_err(|e| Ended::Failed(format!("merge task: {e}")))?
             .map_err(|e| Ended::Failed(e.to_string()))?;
@@ -172,7 +182,7 @@ impl Compactor {
         put_object(self.store.as_ref(), &output, merged.block.bytes.into())
             .await
             .map_err(|e| Ended::Failed(format!("writing {output}: {e}")))?;
-        Ok((entry, size, merged.copies))
+        Ok((entry, size, merged.copies, merged.profiles))
     }
 
     /// Checks that the job is still this compactor's: in `latest` under `token`, owned by it,

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use flamepipe_core::block::ManifestError;
 use flamepipe_core::clock::{self, Clock};
-use flamepipe_core::component::BuildContext;
+use flamepipe_core::component::{BuildContext, Output};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
@@ -86,6 +86,8 @@ pub struct Compactor {
     owner: String,
     id: Arc<str>,
     metrics: CompactorMetrics,
+    /// The connector counting what level-0 compaction merges (`profile_metrics`), if any.
+    feed: Option<Output>,
 }
 
 impl Compactor {
@@ -97,7 +99,15 @@ impl Compactor {
             owner: ulid::Ulid::new().to_string(),
             id: Arc::clone(&ctx.id),
             metrics: CompactorMetrics::new(ctx),
+            feed: None,
         }
+    }
+
+    /// Hands the profiles of every committed level-0 job (each profile once, exact copies
+    /// dropped) to `feed`: a connector's input.
+    pub fn with_feed(mut self, feed: Output) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Reads time from `clock` (tests move it by hand).

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use flamepipe_core::Profile;
 use flamepipe_core::block::{BlockBuilder, BlockError, BlockRef, EncodedBlock, decode_block};
 use flamepipe_core::fingerprint::{Fingerprint, Hashers, TableHashes};
 use ulid::Ulid;
@@ -19,27 +20,32 @@ pub struct Merged {
     pub input_profiles: u64,
     /// Exact copies dropped.
     pub copies: u64,
+    /// The profiles written, when asked for (`keep`).
+    pub profiles: Vec<Profile>,
 }
 
 /// Merges the blocks `inputs` (their bytes, in the order of `refs`) into one block `id` of
-/// `level`. CPU-bound: run it on the blocking pool.
+/// `level`, returning the profiles written too when `keep`. CPU-bound: run it on the
+/// blocking pool.
 pub fn merge_blocks(
     tenant: &str,
     level: u32,
     id: Ulid,
     refs: &[BlockRef],
     inputs: &[bytes::Bytes],
+    keep: bool,
 ) -> Result<Merged, BlockError> {
     let hashers = Hashers::default();
     let mut seen: HashSet<(Fingerprint, i64, Fingerprint)> = HashSet::new();
     let mut builder = BlockBuilder::new(tenant, level);
     let (mut input_profiles, mut copies) = (0u64, 0u64);
+    let mut kept = Vec::new();
     for (block, bytes) in refs.iter().zip(inputs) {
         let (_, datasets) = decode_block(block.path.as_ref(), bytes)?;
         for profiles in datasets {
             // One symbol table per dataset: its hashes are computed once.
             let mut tables: Vec<TableHashes> = Vec::new();
-            for p in &profiles {
+            for p in profiles {
                 input_profiles += 1;
                 let table = match tables.iter().position(|t| t.is_of(&p.symbols)) {
                     Some(i) => &mut tables[i],
@@ -48,9 +54,12 @@ pub fn merge_blocks(
                         tables.last_mut().expect("just pushed")
                     }
                 };
-                let key = (hashers.series(tenant, p), p.timestamp_ns, hashers.content(p, table));
+                let key = (hashers.series(tenant, &p), p.timestamp_ns, hashers.content(&p, table));
                 if seen.insert(key) {
-                    builder.add(p);
+                    builder.add(&p);
+                    if keep {
+                        kept.push(p);
+                    }
                 } else {
                     copies += 1;
                 }
@@ -61,6 +70,7 @@ pub fn merge_blocks(
         block: builder.finish(id)?,
         input_profiles,
         copies,
+        profiles: kept,
     })
 }
 
@@ -131,7 +141,7 @@ mod tests {
         let c = profile("db", 100, &[("main", 5)]); // same content, other series
         let (r1, b1) = block(&[a.clone(), b.clone()]);
         let (r2, b2) = block(&[a.clone(), c.clone()]);
-        let merged = merge_blocks("t", 1, Ulid::new(), &[r1, r2], &[b1, b2]).unwrap();
+        let merged = merge_blocks("t", 1, Ulid::new(), &[r1, r2], &[b1, b2], false).unwrap();
         assert_eq!((merged.input_profiles, merged.copies), (4, 1));
         assert_eq!(merged.block.meta.level, 1);
         let (_, datasets) = decode_block("out", &merged.block.bytes).unwrap();
