@@ -729,7 +729,9 @@ service:
 #[test]
 fn counters_at_compaction_equal_counters_at_ingest() {
     let Some(go) = go_tool() else { return };
-    let Some(victoria) = MetricsStore::victoria_metrics() else { return };
+    let Some(victoria) = MetricsStore::victoria_metrics() else {
+        return;
+    };
     let write = victoria.write_url();
     let fp = Flamepipe::start_yaml(BIN, |data| {
         let rules = r#"
@@ -784,21 +786,37 @@ service:
     let now = now_ns();
     for (i, file) in files.iter().enumerate() {
         // Each in a segment of its own, so the compactor has level-0 blocks to merge.
-        ingest(&fp, "backfill", &restamped(file, now - 600_000_000_000 + i as i64 * 30_000_000_000));
+        ingest(
+            &fp,
+            "backfill",
+            &restamped(file, now - 600_000_000_000 + i as i64 * 30_000_000_000),
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let total: f64 = files.iter().map(|f| go_top_cum(&go, f, "").0).sum();
-    let malloc: f64 = files.iter().map(|f| go_top_cum(&go, f, "runtime.mallocgc").1.unwrap()).sum();
-    for (metric, want) in [("profile_cpu_seconds_total", total), ("profile_function_cpu_seconds_total", malloc)] {
+    let malloc: f64 = files
+        .iter()
+        .map(|f| go_top_cum(&go, f, "runtime.mallocgc").1.unwrap())
+        .sum();
+    for (metric, want) in [
+        ("profile_cpu_seconds_total", total),
+        ("profile_function_cpu_seconds_total", malloc),
+    ] {
         let query = format!("last_over_time({metric}{{service_name=\"backfill\"}}[1h])");
         let got = until(&victoria, &query, |got| {
             got.len() == 2 && got.iter().all(|(_, v)| close(*v, want))
         });
         let instances: Vec<&str> = got.iter().map(|(l, _)| l["instance"].as_str()).collect();
         assert_eq!(got.len(), 2, "{metric}: {got:?}");
-        assert!(instances.contains(&"at-ingest") && instances.contains(&"at-compaction"), "{got:?}");
+        assert!(
+            instances.contains(&"at-ingest") && instances.contains(&"at-compaction"),
+            "{got:?}"
+        );
         for (labels, value) in &got {
-            assert!(close(*value, want), "{metric} {labels:?}: {value} != go tool pprof's {want}");
+            assert!(
+                close(*value, want),
+                "{metric} {labels:?}: {value} != go tool pprof's {want}"
+            );
         }
     }
 }

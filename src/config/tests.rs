@@ -403,3 +403,40 @@ service:
         ]
     );
 }
+
+#[test]
+fn an_extension_may_feed_a_connector() {
+    let config = |feeds: &str| {
+        format!(
+            "
+receivers:
+  pyroscope: {{}}
+exporters:
+  blocks: {{}}
+  prometheus_remote_write: {{}}
+connectors:
+  profile_metrics/backfill:
+    rules:
+      - {{ metric: profile_cpu_seconds_total, profile_type: 'process_cpu:cpu:nanoseconds:cpu:nanoseconds' }}
+extensions:
+  compactor: {{ profile_metrics: {feeds} }}
+service:
+  extensions: [compactor]
+  pipelines:
+    profiles: {{ receivers: [pyroscope], exporters: [blocks] }}
+    metrics: {{ receivers: [profile_metrics/backfill], exporters: [prometheus_remote_write] }}
+"
+        )
+    };
+    let real = |text: &str| load_str("pipeline.yaml", text, &crate::registry::registry(), &|_| None);
+    let loaded = real(&config("profile_metrics/backfill")).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let errors = real(&config("profile_metrics/nope")).unwrap_err().errors;
+    assert_eq!(
+        errors,
+        [
+            "pipeline.yaml: extensions.compactor: feeds connector \"profile_metrics/nope\", which is not defined under connectors",
+            "pipeline.yaml: connectors.profile_metrics/backfill: connector \"profile_metrics/backfill\" joins two pipelines: it is a receiver of a pipeline but no pipeline lists it as an exporter (nor does an extension feed it)",
+        ]
+    );
+}

@@ -166,10 +166,11 @@ impl Compactor {
             .ok_or_else(|| Ended::Failed(format!("bad output key {output}")))?;
         let (tenant_owned, refs, level) = (tenant.to_string(), job.inputs.clone(), job.level);
         let keep = self.feed.is_some() && job.inputs.iter().all(|b| b.level == 0);
-        let merged = tokio::task::spawn_blocking(move || merge_blocks(&tenant_owned, level, key.id, &refs, &inputs, keep))
-            .await
-            .map_err(|e| Ended::Failed(format!("merge task: {e}")))?
-            .map_err(|e| Ended::Failed(e.to_string()))?;
+        let merged =
+            tokio::task::spawn_blocking(move || merge_blocks(&tenant_owned, level, key.id, &refs, &inputs, keep))
+                .await
+                .map_err(|e| Ended::Failed(format!("merge task: {e}")))?
+                .map_err(|e| Ended::Failed(e.to_string()))?;
         let size = merged.block.bytes.len() as u64;
         let entry = CompactedBlock {
             path: job.output.clone(),
