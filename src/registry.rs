@@ -40,6 +40,7 @@ pub fn registry() -> Registry {
         exporters: vec![
             ("blocks", exporter::<flamepipe_exporter_blocks::Config>),
             ("otlp", exporter::<flamepipe_exporter_otlp::Config>),
+            ("otlphttp", exporter::<flamepipe_exporter_otlp::HttpConfig>),
             (
                 "prometheus_remote_write",
                 exporter::<flamepipe_exporter_prometheus_remote_write::Config>,

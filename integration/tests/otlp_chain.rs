@@ -1,7 +1,7 @@
 //! An agent -> central chain over OTLP: Pyroscope API -> flamepipe A (pyroscope receiver ->
-//! otlp exporter) -> OTLP/gRPC -> flamepipe B (otlp receiver -> segment -> blocks). What B
-//! stores equals what `go tool pprof` reads from A's input, function by function, and A
-//! answers each upload only once B has durably stored it.
+//! otlp exporter over gRPC, or otlphttp over OTLP/HTTP) -> flamepipe B (otlp receiver ->
+//! segment -> blocks). What B stores equals what `go tool pprof` reads from A's input,
+//! function by function, and A answers each upload only once B has durably stored it.
 
 use flamepipe_integration::pprof_ref::{assert_totals_match_go, stored_totals_by_service};
 use flamepipe_integration::process::post;
@@ -12,6 +12,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_flamepipe");
 
 #[test]
 fn pyroscope_to_agent_to_otlp_to_central_keeps_every_total() {
+    chain_keeps_every_total("otlp", |central| central.otlp_grpc_url.clone());
+}
+
+#[test]
+fn pyroscope_to_agent_to_otlp_http_to_central_keeps_every_total() {
+    chain_keeps_every_total("otlphttp", |central| central.otlp_http_url.clone());
+}
+
+/// The chain with the agent's exporter `exporter`, sending to `endpoint` of the central.
+fn chain_keeps_every_total(exporter: &str, endpoint: fn(&Flamepipe) -> String) {
     let Some(go) = go_tool() else { return };
     let central = Flamepipe::start(
         BIN,
@@ -23,10 +33,10 @@ fn pyroscope_to_agent_to_otlp_to_central_keeps_every_total() {
     let agent = Flamepipe::start_yaml(BIN, |_| {
         format!(
             "receivers:\n  pyroscope:\n    address: 127.0.0.1:0\n\
-             exporters:\n  otlp:\n    endpoint: {endpoint}\n    timeout: 5s\n\
-             service:\n  pipelines:\n    profiles/default:\n      receivers: [pyroscope]\n      exporters: [otlp]\n\
+             exporters:\n  {exporter}:\n    endpoint: {endpoint}\n    timeout: 5s\n\
+             service:\n  pipelines:\n    profiles/default:\n      receivers: [pyroscope]\n      exporters: [{exporter}]\n\
              \x20 telemetry:\n    metrics_address: 127.0.0.1:0\n    logs:\n      level: info\n      format: json\n",
-            endpoint = central.otlp_grpc_url,
+            endpoint = endpoint(&central),
         )
     });
     // CPU, heap (4 sample types), mutex, goroutines, an unsymbolized profile, labels.

@@ -79,8 +79,13 @@ fn ingest(fp: &Flamepipe, app: &str, body: &[u8]) {
 
 /// The OTLP metrics and traces receiver of `integration/clients/otlp_sink.py` (the
 /// OpenTelemetry Python proto package and grpcio): the process, its output after the port
-/// line, and its endpoint.
-fn otlp_sink() -> Option<(std::process::Child, BufReader<std::process::ChildStdout>, String)> {
+/// lines, its gRPC endpoint and its OTLP/HTTP endpoint.
+fn otlp_sink() -> Option<(
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+    String,
+)> {
     let python = venv_python(".venv-otel")?;
     let mut sink = Command::new(python)
         .arg(repo_root().join("integration/clients/otlp_sink.py"))
@@ -88,9 +93,15 @@ fn otlp_sink() -> Option<(std::process::Child, BufReader<std::process::ChildStdo
         .spawn()
         .expect("start the OTLP sink");
     let mut out = BufReader::new(sink.stdout.take().expect("piped stdout"));
-    let mut port = String::new();
-    out.read_line(&mut port).expect("the sink's port");
-    Some((sink, out, format!("http://127.0.0.1:{}", port.trim())))
+    let (mut grpc, mut http) = (String::new(), String::new());
+    out.read_line(&mut grpc).expect("the sink's gRPC port");
+    out.read_line(&mut http).expect("the sink's HTTP port");
+    Some((
+        sink,
+        out,
+        format!("http://127.0.0.1:{}", grpc.trim()),
+        format!("http://127.0.0.1:{}", http.trim()),
+    ))
 }
 
 /// The connector and pipelines exactly as the configuration reference shows them, with the
@@ -406,7 +417,7 @@ service:
 #[test]
 fn counters_go_out_as_otlp_metrics_that_a_real_decoder_reads() {
     let Some(go) = go_tool() else { return };
-    let Some((mut sink, mut out, endpoint)) = otlp_sink() else {
+    let Some((mut sink, mut out, endpoint, http)) = otlp_sink() else {
         return;
     };
     let mut fp = Flamepipe::start_yaml(BIN, |data| {
@@ -418,6 +429,7 @@ processors:
   segment: {{ flush_interval: 200ms }}
 exporters:
   otlp/metrics: {{ endpoint: "{endpoint}" }}
+  otlphttp/metrics: {{ endpoint: "{http}" }}
 connectors:
   profile_metrics:
     step: 15s
@@ -430,7 +442,7 @@ storage:
 service:
   pipelines:
     profiles: {{ receivers: [pyroscope], processors: [segment], exporters: [profile_metrics] }}
-    metrics: {{ receivers: [profile_metrics], exporters: [otlp/metrics] }}
+    metrics: {{ receivers: [profile_metrics], exporters: [otlp/metrics, otlphttp/metrics] }}
   telemetry:
     metrics_address: "127.0.0.1:0"
     logs: {{ format: json }}
@@ -449,32 +461,40 @@ service:
     let mut lines = String::new();
     out.read_to_string(&mut lines).unwrap();
     let points: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(points.len(), 1, "{lines}");
-    let p = &points[0];
-    let (total, _) = go_top_cum(&go, &file, "");
-    assert_eq!(p["name"], "profile_cpu_seconds_total");
-    assert_eq!(p["unit"], "s");
-    assert_eq!(p["monotonic"], true);
-    assert_eq!(p["temporality"], 2, "AGGREGATION_TEMPORALITY_CUMULATIVE");
-    assert_eq!(p["attributes"]["service_name"], "checkout");
-    assert!(!p["attributes"]["instance"].as_str().unwrap().is_empty());
-    assert_eq!(p["tenant"], "anonymous");
-    assert!(
-        close(p["value"].as_f64().unwrap(), total),
-        "{p} != go tool pprof's {total}"
-    );
-    let step_ns = 15_000_000_000u64;
-    let stamped = p["time_ns"].as_u64().unwrap();
     assert_eq!(
-        stamped,
-        time_ns as u64 / step_ns * step_ns,
-        "the profile's time, rounded to the step"
+        points.len(),
+        2,
+        "one point over gRPC (otlp), one over OTLP/HTTP (otlphttp): {lines}"
     );
-    assert_eq!(
-        p["start_ns"].as_u64().unwrap(),
-        stamped,
-        "a series whose first profile predates the process starts at that profile's step"
-    );
+    let mut transports: Vec<&str> = points.iter().map(|p| p["transport"].as_str().unwrap()).collect();
+    transports.sort_unstable();
+    assert_eq!(transports, ["grpc", "http"]);
+    for p in &points {
+        let (total, _) = go_top_cum(&go, &file, "");
+        let step_ns = 15_000_000_000u64;
+        assert_eq!(p["name"], "profile_cpu_seconds_total");
+        assert_eq!(p["unit"], "s");
+        assert_eq!(p["monotonic"], true);
+        assert_eq!(p["temporality"], 2, "AGGREGATION_TEMPORALITY_CUMULATIVE");
+        assert_eq!(p["attributes"]["service_name"], "checkout");
+        assert!(!p["attributes"]["instance"].as_str().unwrap().is_empty());
+        assert_eq!(p["tenant"], "anonymous");
+        assert!(
+            close(p["value"].as_f64().unwrap(), total),
+            "{p} != go tool pprof's {total}"
+        );
+        let stamped = p["time_ns"].as_u64().unwrap();
+        assert_eq!(
+            stamped,
+            time_ns as u64 / step_ns * step_ns,
+            "the profile's time, rounded to the step"
+        );
+        assert_eq!(
+            p["start_ns"].as_u64().unwrap(),
+            stamped,
+            "a series whose first profile predates the process starts at that profile's step"
+        );
+    }
 }
 
 #[test]
@@ -552,7 +572,7 @@ service:
 
 #[test]
 fn flamepipes_own_metrics_are_pushed_over_otlp_as_metrics_shows_them() {
-    let Some((mut sink, out, endpoint)) = otlp_sink() else {
+    let Some((mut sink, out, endpoint, _)) = otlp_sink() else {
         return;
     };
     let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
@@ -630,7 +650,7 @@ service:
 
 #[test]
 fn spans_of_ingest_block_writes_and_queries_go_out_over_otlp() {
-    let Some((mut sink, out, endpoint)) = otlp_sink() else {
+    let Some((mut sink, out, endpoint, _)) = otlp_sink() else {
         return;
     };
     let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();

@@ -12,12 +12,15 @@
 //! - [`encode`]: the core model -> `ExportProfilesServiceRequest`.
 //! - [`metrics`]: metric points -> `ExportMetricsServiceRequest` (monotonic cumulative sums).
 //! - `forward`: the exporter task: send, retry, acknowledge.
+//! - [`http`]: the `otlphttp` exporter: the same requests over OTLP/HTTP.
 //! - [`telemetry`]: flamepipe's own metrics pushed over OTLP (`service.telemetry.metrics.readers`).
 
 pub mod config;
 pub mod encode;
 mod forward;
+pub mod http;
 pub mod metrics;
 pub mod telemetry;
 
 pub use config::Config;
+pub use http::HttpConfig;
