@@ -68,8 +68,6 @@ pub struct Rule {
     pub metric: Arc<str>,
     pub profile_type: ProfileType,
     selector: Option<Selector>,
-    /// Counts only samples whose stack holds a matching function.
-    has_function: bool,
     pub group_by: Vec<String>,
     pub unit: Unit,
     pub max_series: usize,
@@ -145,7 +143,6 @@ impl Rules {
                 unit: Unit::of(&profile_type.sample_unit),
                 profile_type,
                 selector,
-                has_function: rule.function.is_some(),
                 group_by: rule.group_by.clone(),
                 max_series: rule.max_series.unwrap_or(default_max_series),
             });
@@ -201,17 +198,13 @@ impl Rules {
     /// rule): every sample for a rule without `function`, the matching ones for the others.
     /// Only the rules in `selected` (a bit per rule) are counted.
     pub fn count(&self, profile: &Profile, selected: u64, index: Option<&mut TableIndex>, sums: &mut [i64; MAX_RULES]) {
-        let mut plain = selected;
-        for (i, rule) in self.rules.iter().enumerate() {
-            if rule.has_function {
-                plain &= !(1 << i);
-            }
-        }
+        let function_rules = self.total_mode | self.self_mode;
+        let plain = selected & !function_rules;
         if plain != 0 {
             let total = profile.total();
             for_each_bit(plain, |i| sums[i] = sums[i].saturating_add(total));
         }
-        let wanted = selected & (self.total_mode | self.self_mode);
+        let wanted = selected & function_rules;
         let Some(index) = index.filter(|_| wanted != 0) else {
             return;
         };
