@@ -95,20 +95,27 @@ impl Validate for Config {
 impl Config {
     /// The exporter helper's settings: what the config says, else this exporter's defaults.
     pub fn helper_settings(&self) -> Settings {
-        Settings {
-            timeout: self.timeout,
-            queue: self.sending_queue.or(QueueSettings {
-                queue_size: 64,
-                num_consumers: 4,
-                when_full: WhenFull::Block,
-            }),
-            retry: self.retry_on_failure.or(RetrySettings {
-                initial_interval: Duration::from_millis(100),
-                max_interval: Duration::from_secs(5),
-                max_elapsed_time: Duration::from_secs(60),
-                ..RetrySettings::default()
-            }),
-        }
+        settings(self.timeout, &self.sending_queue, &self.retry_on_failure)
+    }
+}
+
+/// The helper settings of both OTLP exporters (`otlp`, `otlphttp`): what the config says,
+/// else their shared defaults (64 batches waiting, 4 sent at once, block when full; retries
+/// from 100ms, at most 5s apart, for 60s).
+pub(crate) fn settings(timeout: Duration, queue: &QueueConfig, retry: &RetryConfig) -> Settings {
+    Settings {
+        timeout,
+        queue: queue.or(QueueSettings {
+            queue_size: 64,
+            num_consumers: 4,
+            when_full: WhenFull::Block,
+        }),
+        retry: retry.or(RetrySettings {
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(5),
+            max_elapsed_time: Duration::from_secs(60),
+            ..RetrySettings::default()
+        }),
     }
 }
 

@@ -20,9 +20,7 @@ use std::time::Duration as StdDuration;
 
 use flamepipe_core::component::{Batch, BoxFuture, BuildContext, BuildError, Exporter, ExporterConfig, Signal};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
-use flamepipe_core::exporter_helper::{
-    self, Deliver, Delivered, ExportError, QueueConfig, QueueSettings, RetryConfig, RetrySettings, Settings, WhenFull,
-};
+use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError, QueueConfig, RetryConfig, Settings};
 use flamepipe_core::metric::MetricsBatch;
 use flamepipe_core::tenant::TENANT_HEADER;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
@@ -32,7 +30,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::config::Compression;
+use crate::config::{Compression, settings};
 use crate::encode::encode;
 use crate::metrics::encode_metrics;
 
@@ -74,20 +72,7 @@ impl Default for HttpConfig {
 
 impl HttpConfig {
     fn helper_settings(&self) -> Settings {
-        Settings {
-            timeout: self.timeout,
-            queue: self.sending_queue.or(QueueSettings {
-                queue_size: 64,
-                num_consumers: 4,
-                when_full: WhenFull::Block,
-            }),
-            retry: self.retry_on_failure.or(RetrySettings {
-                initial_interval: Duration::from_millis(100),
-                max_interval: Duration::from_secs(5),
-                max_elapsed_time: Duration::from_secs(60),
-                ..RetrySettings::default()
-            }),
-        }
+        settings(self.timeout, &self.sending_queue, &self.retry_on_failure)
     }
 
     fn post(&self, ctx: &BuildContext, path: &str) -> Result<Post, BuildError> {
