@@ -58,6 +58,15 @@ impl ExportError {
     }
 }
 
+/// The wait an HTTP answer's `Retry-After` asks for, when it gives seconds.
+pub fn retry_after(headers: &axum::http::HeaderMap) -> Option<StdDuration> {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(StdDuration::from_secs)
+}
+
 /// How a delivered batch fared: the items the receiving end refused as data (too old, out of
 /// order) are dropped and counted, not retried; the rest were stored.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -5,13 +5,25 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 
 use crate::DEFAULT_TENANT;
 
 /// The header that names the tenant.
 pub const TENANT_HEADER: &str = "x-scope-orgid";
 const MAX_TENANT_LEN: usize = 150;
+
+/// The headers an exporter sends for one batch: the `configured` ones, plus the batch's
+/// `tenant` as `X-Scope-OrgID` unless they set it themselves.
+pub fn with_tenant(configured: &HeaderMap, tenant: &str) -> HeaderMap {
+    let mut headers = configured.clone();
+    if !headers.contains_key(TENANT_HEADER)
+        && let Ok(value) = HeaderValue::from_str(tenant)
+    {
+        headers.insert(TENANT_HEADER, value);
+    }
+    headers
+}
 
 /// The tenant named by `X-Scope-OrgID` (default `anonymous`): letters, digits and
 /// `!-_.*'()`, at most 150 characters, not `.` or `..`. Tenant ids end up in object keys,
@@ -34,4 +46,18 @@ pub fn tenant(headers: &HeaderMap) -> Result<Arc<str>, &'static str> {
         return Err("must not be \".\" or \"..\"");
     }
     Ok(Arc::from(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_tenant_is_sent_unless_the_config_names_one() {
+        let none = HeaderMap::new();
+        assert_eq!(with_tenant(&none, "team-a")[TENANT_HEADER], "team-a");
+        let mut configured = HeaderMap::new();
+        configured.insert(TENANT_HEADER, HeaderValue::from_static("fixed"));
+        assert_eq!(with_tenant(&configured, "team-a")[TENANT_HEADER], "fixed");
+    }
 }

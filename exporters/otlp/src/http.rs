@@ -16,13 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration as StdDuration;
 
 use flamepipe_core::component::{Batch, BoxFuture, BuildContext, BuildError, Exporter, ExporterConfig, Signal};
 use flamepipe_core::config::{ConfigIssue, Duration, Validate};
-use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError, QueueConfig, RetryConfig, Settings};
+use flamepipe_core::exporter_helper::{
+    self, Deliver, Delivered, ExportError, QueueConfig, RetryConfig, Settings, retry_after,
+};
 use flamepipe_core::metric::MetricsBatch;
-use flamepipe_core::tenant::TENANT_HEADER;
+use flamepipe_core::tenant::with_tenant;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceResponse;
 use prost::Message;
@@ -186,23 +187,16 @@ impl Post {
         } else {
             body
         };
-        let mut request = self.client.post(&self.url).headers(self.headers.clone()).body(body);
-        if !self.headers.contains_key(TENANT_HEADER)
-            && let Ok(value) = HeaderValue::from_str(tenant)
-        {
-            request = request.header(TENANT_HEADER, value);
-        }
-        let response = request
+        let response = self
+            .client
+            .post(&self.url)
+            .headers(with_tenant(&self.headers, tenant))
+            .body(body)
             .send()
             .await
             .map_err(|e| ExportError::retryable(format!("{}: {e}", self.url)))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(StdDuration::from_secs);
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await.unwrap_or_default();
         if status.is_success() {
             return Ok(body);

@@ -21,9 +21,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use flamepipe_core::component::{BoxFuture, BuildContext, Exporter, Payload};
-use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError};
+use flamepipe_core::exporter_helper::{self, Deliver, Delivered, ExportError, retry_after};
 use flamepipe_core::metric::MetricsBatch;
-use flamepipe_core::tenant::TENANT_HEADER;
+use flamepipe_core::tenant::with_tenant;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
@@ -179,17 +179,12 @@ enum Answer {
 
 impl Post {
     async fn post(&self, tenant: &str, series: &[Series]) -> Answer {
-        let mut request = self
+        let request = self
             .client
             .post(&self.endpoint)
-            .headers(self.headers.clone())
+            .headers(with_tenant(&self.headers, tenant))
             .body(encode(series, self.message));
-        if !self.headers.contains_key(TENANT_HEADER)
-            && let Ok(value) = HeaderValue::from_str(tenant)
-        {
-            request = request.header(TENANT_HEADER, value);
-        }
-        request = match &self.auth {
+        let request = match &self.auth {
             Some(Auth::Basic { username, password }) => request.basic_auth(username, Some(password)),
             Some(Auth::BearerToken(token)) => request.bearer_auth(token),
             None => request,
@@ -205,12 +200,7 @@ impl Post {
                 ProtobufMessage::V2 => written(response.headers(), &self.endpoint),
             };
         }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let body = response.text().await.unwrap_or_default();
         let message = format!("{} answered {status}: {}", self.endpoint, body.trim());
         // Receivers differ in the status of a refused sample: Prometheus 2.42 answers 500 for
