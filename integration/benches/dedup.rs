@@ -13,13 +13,13 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
+use flamepipe_core::Profile;
 use flamepipe_core::component::{Ack, Batch, BatchProcessor, BuildContext};
-use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, proto};
+use flamepipe_core::formats::pprof::proto;
 use flamepipe_core::store::StoreRegistry;
 use flamepipe_core::telemetry::Telemetry;
-use flamepipe_core::{Labels, Profile};
 use flamepipe_integration::measure::{best_cpu, thread_cpu};
-use flamepipe_integration::{bench_corpus, bench_corpus_files};
+use flamepipe_integration::{bench_corpus, bench_corpus_files, bench_requests};
 use flamepipe_processor_dedup::{Config, Dedup};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -54,26 +54,6 @@ fn dedup(config: Config) -> Dedup {
     Dedup::new(config, &ctx)
 }
 
-/// One request per file, decoded as the pyroscope receiver decodes it.
-fn requests(files: &[Vec<u8>]) -> Vec<Vec<Profile>> {
-    files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let series: Labels = [("service_name", format!("bench-svc-{}", i % 8))].into_iter().collect();
-            let opts = ConvertOptions {
-                series: &series,
-                name: None,
-                timestamp_ns: None,
-                duration_ns: None,
-                default_timestamp_ns: 1_700_000_000_000_000_000,
-                display_names: None,
-            };
-            decode_profiles(f, &Limits::default(), &opts).expect("corpus file decodes")
-        })
-        .collect()
-}
-
 fn batch(profiles: &[Profile]) -> Batch {
     let (ack, _) = Ack::new();
     let mut batch = Batch::new("bench", profiles.to_vec());
@@ -97,7 +77,7 @@ fn main() {
     );
     for name in ["cpu", "m10"] {
         let files = bench_corpus_files(name);
-        let decoded = requests(&files);
+        let decoded = bench_requests(&files);
         let profiles: usize = decoded.iter().map(Vec::len).sum();
         let floor = best_cpu(&files, |f: &Vec<u8>| {
             let mut raw = Vec::new();
@@ -147,7 +127,7 @@ fn main() {
 
     // Memory per window entry: distinct one-sample profiles, each its own entry.
     const ENTRIES: usize = 200_000;
-    let template = requests(&bench_corpus_files("cpu")[..1]).remove(0).remove(0);
+    let template = bench_requests(&bench_corpus_files("cpu")[..1]).remove(0).remove(0);
     let mut d = dedup(Config {
         max_entries: ENTRIES,
         ..Config::default()

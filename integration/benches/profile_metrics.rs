@@ -22,17 +22,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flamepipe_connector_profile_metrics::Config as ConnectorConfigYaml;
+use flamepipe_core::Profile;
 use flamepipe_core::component::{Ack, Batch, BuildContext, ConnectorConfig, Output};
-use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles, proto};
+use flamepipe_core::formats::pprof::proto;
 use flamepipe_core::metric::MetricsBatch;
 use flamepipe_core::store::StoreRegistry;
 use flamepipe_core::telemetry::Telemetry;
-use flamepipe_core::{Labels, Profile};
 use flamepipe_integration::load::send_corpus;
 use flamepipe_integration::measure::{best_cpu, median, thread_cpu};
 use flamepipe_integration::metrics_store::MetricsStore;
 use flamepipe_integration::process::ProfileMetrics;
-use flamepipe_integration::{Flamepipe, Options, bench_corpus_files};
+use flamepipe_integration::{Flamepipe, Options, bench_corpus_files, bench_requests};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -94,26 +94,6 @@ const IDLE_RULE: &str = r#"
 fn connector_config() -> ConnectorConfigYaml {
     let yaml = format!("step: 15s\nrules:\n{RULES}");
     yaml_serde::from_str(&yaml).expect("the bench's rules parse")
-}
-
-/// The corpus as ingest decodes it: one batch per file, under 8 services.
-fn decode(files: &[Vec<u8>]) -> Vec<Vec<Profile>> {
-    files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let series: Labels = [("service_name", format!("bench-svc-{}", i % 8))].into_iter().collect();
-            let opts = ConvertOptions {
-                series: &series,
-                name: None,
-                timestamp_ns: None,
-                duration_ns: None,
-                default_timestamp_ns: 1_700_000_000_000_000_000,
-                display_names: None,
-            };
-            decode_profiles(f, &Limits::default(), &opts).expect("corpus file decodes")
-        })
-        .collect()
 }
 
 /// Thread CPU time of the connector counting every batch, then sending its points.
@@ -203,7 +183,7 @@ fn main() {
     );
     for name in ["cpu", "m10"] {
         let files = bench_corpus_files(name);
-        let batches = decode(&files);
+        let batches = bench_requests(&files);
         let profiles: usize = batches.iter().map(Vec::len).sum();
         let connector = (0..3).map(|_| connector_cpu(&batches)).min().unwrap();
         let floor = decode_floor(&files);

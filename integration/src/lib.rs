@@ -68,6 +68,29 @@ pub fn bench_corpus_files(name: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Each corpus file as one ingest request's profiles, decoded as the pyroscope receiver
+/// decodes them, under 8 services (`bench-svc-N`) by file.
+pub fn bench_requests(files: &[Vec<u8>]) -> Vec<Vec<flamepipe_core::Profile>> {
+    use flamepipe_core::formats::pprof::{ConvertOptions, Limits, decode_profiles};
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let series: flamepipe_core::Labels =
+                [("service_name", format!("bench-svc-{}", i % 8))].into_iter().collect();
+            let opts = ConvertOptions {
+                series: &series,
+                name: None,
+                timestamp_ns: None,
+                duration_ns: None,
+                default_timestamp_ns: 1_700_000_000_000_000_000,
+                display_names: None,
+            };
+            decode_profiles(f, &Limits::default(), &opts).expect("corpus file decodes")
+        })
+        .collect()
+}
+
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
