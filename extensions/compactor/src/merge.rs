@@ -75,7 +75,7 @@ pub fn merge_blocks(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use flamepipe_core::block::block_path;
@@ -84,6 +84,7 @@ mod tests {
 
     use super::*;
 
+    /// One CPU profile of `service` at `at_ns`, one frame per stack.
     pub(crate) fn profile(service: &str, at_ns: i64, stacks: &[(&str, i64)]) -> Profile {
         let mut b = SymbolsBuilder::new();
         let samples = stacks

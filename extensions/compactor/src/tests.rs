@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flamepipe_core::Profile;
 use flamepipe_core::block::manifest::read_latest;
 use flamepipe_core::block::{BlockBuilder, BlockReader, block_path, list_blocks, live_blocks};
 use flamepipe_core::clock::{Clock, ManualClock, SystemClock};
@@ -15,9 +16,7 @@ use flamepipe_core::component::BuildContext;
 use flamepipe_core::config;
 use flamepipe_core::store::StoreRegistry;
 use flamepipe_core::store::faulty::{Failure, Fault, FaultyStore, Operation};
-use flamepipe_core::symbols::{Function, Line, Location};
 use flamepipe_core::telemetry::Telemetry;
-use flamepipe_core::{Labels, Profile, ProfileType, Sample, SymbolsBuilder};
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use proptest::prelude::*;
@@ -68,35 +67,11 @@ fn clock() -> ManualClock {
     ManualClock::at(SystemClock.now_ms())
 }
 
+/// One CPU profile of `service` at `at_s` seconds, a second long, one frame per stack.
 fn profile(service: &str, at_s: i64, frames: &[(&str, i64)]) -> Profile {
-    let mut b = SymbolsBuilder::new();
-    let samples = frames
-        .iter()
-        .map(|(name, value)| {
-            let name = b.string(name);
-            let function = b.function(Function {
-                name,
-                ..Default::default()
-            });
-            let location = b.location(Location {
-                lines: vec![Line { function, line: 1 }],
-                ..Default::default()
-            });
-            Sample {
-                stack: b.stack(&[location]),
-                value: *value,
-                labels: 0,
-            }
-        })
-        .collect();
     Profile {
-        series: Labels::from_iter([("service_name", service)]),
-        profile_type: ProfileType::new("process_cpu", "cpu", "nanoseconds", "cpu", "nanoseconds"),
-        timestamp_ns: at_s * 1_000_000_000,
         duration_ns: 1_000_000_000,
-        period: 1,
-        samples,
-        symbols: Arc::new(b.finish()),
+        ..crate::merge::tests::profile(service, at_s * 1_000_000_000, frames)
     }
 }
 
