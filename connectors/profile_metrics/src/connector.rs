@@ -119,6 +119,13 @@ impl ProfileMetrics {
             .profiles
             .get_or_create(&self.labels(&[]))
             .inc_by(batch.profiles.len() as u64);
+        // Series only appear while counting: their gauges are set once per batch.
+        for rule in &self.rules.rules {
+            self.metrics
+                .series
+                .get_or_create(&self.labels(&[("metric", &rule.metric)]))
+                .set(counters.series_count(&batch.tenant, &rule.metric) as i64);
+        }
     }
 
     fn add(&self, counters: &mut Counters, tenant: &Arc<str>, rule: &Rule, profile: &Profile, value: f64) {
@@ -146,10 +153,6 @@ impl ProfileMetrics {
                 }
             }
         }
-        self.metrics
-            .series
-            .get_or_create(&self.labels(&[("metric", &rule.metric)]))
-            .set(counters.series_count(tenant, &rule.metric) as i64);
     }
 
     /// Sends the points of every step before `before_ms`, one batch per tenant.
