@@ -170,15 +170,21 @@ impl MetricsStore {
             .unwrap_or_default()
     }
 
-    /// Polls `promql` until it returns `want` series (at most `timeout`), and returns them.
-    pub fn wait_for(&self, promql: &str, want: usize, timeout: Duration) -> Vec<(BTreeMap<String, String>, f64)> {
+    /// Polls `promql` until `done` holds for its answer (at most `timeout`), and returns
+    /// the last answer.
+    pub fn until(
+        &self,
+        promql: &str,
+        timeout: Duration,
+        done: impl Fn(&[(BTreeMap<String, String>, f64)]) -> bool,
+    ) -> Vec<(BTreeMap<String, String>, f64)> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.query(promql);
-            if got.len() >= want || Instant::now() > deadline {
+            if done(&got) || Instant::now() > deadline {
                 return got;
             }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 }

@@ -159,14 +159,7 @@ fn until(
     promql: &str,
     done: impl Fn(&[(std::collections::BTreeMap<String, String>, f64)]) -> bool,
 ) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let got = store.query(promql);
-        if done(&got) || std::time::Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    store.until(promql, Duration::from_secs(90), done)
 }
 
 fn close(a: f64, b: f64) -> bool {
